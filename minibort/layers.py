@@ -1,0 +1,319 @@
+"""Bort's layers as plain NumPy functions, each forward beside its backward.
+
+Every forward returns `(out, cache)`; the cache holds only what the backward reads, and the matching
+`*_backward(dout, cache)` returns the gradients of the forward's inputs in the order they were given.
+Arrays keep the dtype they came in (float32 or float64): constants are Python floats, which NumPy
+never lets widen an array (a `np.float64(...)` constant would silently turn float32 into float64).
+
+Shape letters used throughout minibort:
+    B = batch, T = tokens per sequence, H = hidden (model width), I = FFN ("intermediate") width,
+    V = vocabulary, N = attention heads, D = head width (H / N), M = positions that get MLM logits.
+Linear weights are stored as PyTorch stores them, (out, in): y = x @ W.T + b.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+# ----------------------------------------------------------------------------------------- embedding
+
+
+def embedding(ids: np.ndarray, W: np.ndarray):
+    """Row lookup: (B, T) int ids, (V, H) table -> (B, T, H)."""
+    return W[ids], (ids, W.shape)
+
+
+def embedding_backward(dy: np.ndarray, cache, padding_idx: int | None = None) -> np.ndarray:
+    """Gradient of the table. A row used k times receives the sum of its k upstream gradients.
+
+    `dW[ids] += dy` would be wrong: with repeated ids, fancy-index assignment keeps only one of the
+    updates. `np.add.at` accumulates every one. As in PyTorch's `nn.Embedding(padding_idx=...)`, the
+    padding row receives no gradient.
+    """
+    ids, shape = cache
+    dW = np.zeros(shape, dtype=dy.dtype)                           # (V, H)
+    np.add.at(dW, ids.reshape(-1), dy.reshape(-1, shape[1]))        # (B*T, H) scattered into rows
+    if padding_idx is not None:
+        dW[padding_idx] = 0
+    return dW
+
+
+# ----------------------------------------------------------------------------------------- linear
+
+
+def linear(x: np.ndarray, W: np.ndarray, b: np.ndarray | None):
+    """y = x @ W.T + b: (..., in), (out, in), (out,) -> (..., out)."""
+    x2 = x.reshape(-1, x.shape[-1])              # (R, in): one GEMM for all leading dims
+    y = x2 @ W.T                                 # W.T is a view: BLAS reads it transposed, no copy
+    if b is not None:
+        y += b
+    return y.reshape(*x.shape[:-1], W.shape[0]), (x, W)
+
+
+def linear_backward(dy: np.ndarray, cache):
+    """-> dx (..., in), dW (out, in), db (out,)."""
+    x, W = cache
+    dy2 = dy.reshape(-1, dy.shape[-1])           # (R, out), R = all leading dims flattened
+    x2 = x.reshape(-1, x.shape[-1])              # (R, in)
+    dx = (dy2 @ W).reshape(x.shape)              # (R, out) @ (out, in) -> (..., in)
+    dW = dy2.T @ x2                              # (out, R) @ (R, in) -> (out, in)
+    db = dy2.sum(axis=0)                         # (out,)
+    return dx, dW, db
+
+
+# ----------------------------------------------------------------------------------------- LayerNorm
+
+
+def layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float):
+    """Normalise the last axis to zero mean and unit variance (biased), then scale and shift."""
+    mean = x.mean(axis=-1, keepdims=True)                          # (..., 1)
+    xc = x - mean                                                  # (..., H)
+    var = (xc * xc).mean(axis=-1, keepdims=True)                   # (..., 1) biased, as PyTorch
+    rstd = 1.0 / np.sqrt(var + eps)                                # (..., 1)
+    xhat = xc * rstd                                               # (..., H)
+    return xhat * w + b, (xhat, rstd, w)
+
+
+def layer_norm_backward(dy: np.ndarray, cache):
+    """-> dx, dw, db. With g = dy * w: dx = rstd * (g - mean(g) - xhat * mean(g * xhat))."""
+    xhat, rstd, w = cache
+    H = xhat.shape[-1]
+    dy2 = dy.reshape(-1, H)
+    dw = (dy2 * xhat.reshape(-1, H)).sum(axis=0)                   # (H,)
+    db = dy2.sum(axis=0)                                           # (H,)
+    g = dy * w                                                     # (..., H)
+    dx = rstd * (g - g.mean(axis=-1, keepdims=True) - xhat * (g * xhat).mean(axis=-1, keepdims=True))
+    return dx, dw, db
+
+
+# ----------------------------------------------------------------------------------------- GELU
+# GELU(x) = x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)), the exact form transformers' "gelu" uses.
+# NumPy has no erf, so here is one: Cephes' rational approximations (S. L. Moshier, ndtr.c), the
+# same that many C libraries ship. Measured against mpmath-grade math.erf on a dense grid of
+# [-10, 10] it is within 2.3e-16 in float64 (tests/test_layers.py checks it against math.erf);
+# evaluated in float32 it is within 2.4e-7, which is about float32's own rounding (6e-8 relative).
+# The well-known tanh approximation is off by up to 5e-4 and Abramowitz-Stegun 7.1.26 by 1.5e-7
+# in exact arithmetic: neither is good enough for float64 parity with PyTorch.
+
+_ERF_T = (9.60497373987051638749e0, 9.00260197203842689217e1, 2.23200534594684319226e3,
+          7.00332514112805075473e3, 5.55923013010394962768e4)
+_ERF_U = (1.0, 3.35617141647503099647e1, 5.21357949780152679795e2, 4.59432382970980127987e3,
+          2.26290000613890934246e4, 4.92673942608635921086e4)
+_ERFC_P = (2.46196981473530512524e-10, 5.64189564831068821977e-1, 7.46321056442269912687e0,
+           4.86371970985681366614e1, 1.96520832956077098242e2, 5.26445194995477358631e2,
+           9.34528527171957607540e2, 1.02755188689515710272e3, 5.57535335369399327526e2)
+_ERFC_Q = (1.0, 1.32281951154744992508e1, 8.67072140885989742329e1, 3.54937778887819891062e2,
+           9.75708501743205489753e2, 1.82390916687909736289e3, 2.24633760818710981792e3,
+           1.65666309194161350182e3, 5.57535340817727675546e2)
+
+
+def _polyval(coefs, x: np.ndarray) -> np.ndarray:
+    """Horner's rule, highest power first; Python-float coefficients keep x's dtype."""
+    y = np.full_like(x, coefs[0])
+    for c in coefs[1:]:
+        y *= x
+        y += c
+    return y
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    """The error function, elementwise, in x's dtype (see the comment above for its accuracy)."""
+    x = np.asarray(x)
+    a = np.abs(x)
+    out = np.empty_like(x)
+    small = a < 1.0
+    # |x| < 1: erf(x) = x T(x^2) / U(x^2)
+    xs = x[small]
+    z = xs * xs
+    out[small] = xs * _polyval(_ERF_T, z) / _polyval(_ERF_U, z)
+    # |x| >= 1: erf(x) = sign(x) (1 - erfc(|x|)), erfc(a) = exp(-a^2) P(a) / Q(a). Beyond 8, erfc
+    # is below 1e-29 and erf is +-1 to double precision, so clipping there changes nothing.
+    al = np.minimum(a[~small], 8.0)
+    erfc = np.exp(-al * al) * _polyval(_ERFC_P, al) / _polyval(_ERFC_Q, al)
+    out[~small] = np.copysign(1.0 - erfc, x[~small])
+    return out
+
+
+_INV_SQRT2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def gelu(x: np.ndarray):
+    """0.5 x (1 + erf(x / sqrt 2)), elementwise. The cache keeps x and Phi(x) for the backward."""
+    phi = 0.5 * (1.0 + erf(x * _INV_SQRT2))                         # Phi(x), the normal CDF
+    return x * phi, (x, phi)
+
+
+def gelu_backward(dy: np.ndarray, cache) -> np.ndarray:
+    """d/dx [x Phi(x)] = Phi(x) + x phi(x), with phi the normal density exp(-x^2/2) / sqrt(2 pi)."""
+    x, phi = cache
+    return dy * (phi + x * (_INV_SQRT_2PI * np.exp(-0.5 * x * x)))
+
+
+# ----------------------------------------------------------------------------------------- tanh
+
+
+def tanh(x: np.ndarray):
+    y = np.tanh(x)
+    return y, y
+
+
+def tanh_backward(dy: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return dy * (1.0 - y * y)
+
+
+# ----------------------------------------------------------------------------------------- softmax
+
+
+def softmax(x: np.ndarray, axis: int = -1):
+    """exp(x - max) / sum, along `axis`. Subtracting the max keeps exp from overflowing."""
+    y = x - x.max(axis=axis, keepdims=True)
+    np.exp(y, out=y)                             # in place: y is our own temporary
+    y /= y.sum(axis=axis, keepdims=True)
+    return y, y
+
+
+def softmax_backward(dy: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    """dx = y * (dy - sum(dy * y)): the Jacobian diag(y) - y y^T applied to dy."""
+    return y * (dy - (dy * y).sum(axis=axis, keepdims=True))
+
+
+# ----------------------------------------------------------------------------------------- dropout
+
+
+def dropout(x: np.ndarray, p: float, rng: np.random.Generator | None):
+    """Inverted dropout: zero each element with probability p, scale the rest by 1/(1-p).
+
+    With p == 0 or no generator (evaluation), it is the identity and the cache is None.
+    """
+    if p == 0.0 or rng is None:
+        return x, None
+    keep = (rng.random(x.shape, dtype=x.dtype) >= p)
+    scale = keep * (1.0 / (1.0 - p))
+    scale = scale.astype(x.dtype, copy=False)
+    return x * scale, scale
+
+
+def dropout_backward(dy: np.ndarray, scale) -> np.ndarray:
+    """The same mask and scale as the forward."""
+    return dy if scale is None else dy * scale
+
+
+# ----------------------------------------------------------------------------------------- attention
+
+
+def attention_mask_bias(attention_mask: np.ndarray, dtype) -> np.ndarray:
+    """(B, T) of 1 (attend) / 0 (padding) -> additive (B, 1, 1, T): 0 or the dtype's most negative value.
+
+    This is transformers' convention; adding finfo.min to a score makes its softmax weight exactly 0.
+    """
+    neg = np.finfo(dtype).min
+    return ((1.0 - attention_mask.astype(dtype)) * neg)[:, None, None, :]
+
+
+def self_attention(x: np.ndarray, Wq, bq, Wk, bk, Wv, bv, mask_bias: np.ndarray, num_heads: int,
+                   p_drop: float = 0.0, rng: np.random.Generator | None = None):
+    """Multi-head self-attention before the output projection: (B, T, H) -> context (B, T, H).
+
+    q, k, v = x Wq^T + bq, ...; split into N contiguous heads of D; softmax(q k^T / sqrt D + mask) v.
+    """
+    B, T, H = x.shape
+    N = num_heads
+    D = H // N
+    # One GEMM for q, k and v: the three weights stacked (3H, H). Same numbers as three GEMMs,
+    # one pass over x instead of three.
+    W = np.concatenate([Wq, Wk, Wv], axis=0)                        # (3H, H)
+    b = np.concatenate([bq, bk, bv], axis=0)                        # (3H,)
+    qkv, lin_cache = linear(x, W, b)                                # (B, T, 3H)
+    qkv = qkv.reshape(B, T, 3, N, D).transpose(2, 0, 3, 1, 4)      # (3, B, N, T, D)
+    q, k, v = qkv[0], qkv[1], qkv[2]                                # (B, N, T, D) each
+    scale = 1.0 / math.sqrt(D)
+    scores = (q @ k.transpose(0, 1, 3, 2)) * scale                  # (B, N, T, T)
+    scores += mask_bias                                             # (B, 1, 1, T) broadcast
+    probs, _ = softmax(scores)                                      # (B, N, T, T)
+    probs_d, drop_cache = dropout(probs, p_drop, rng)               # (B, N, T, T)
+    ctx = probs_d @ v                                               # (B, N, T, D)
+    ctx = ctx.transpose(0, 2, 1, 3).reshape(B, T, H)                # (B, T, H), heads side by side
+    cache = (lin_cache, q, k, v, probs, probs_d, drop_cache, scale, N)
+    return ctx, probs, cache
+
+
+def self_attention_backward(dctx: np.ndarray, cache):
+    """-> dx, dWq, dbq, dWk, dbk, dWv, dbv. The forward read upwards."""
+    lin_cache, q, k, v, probs, probs_d, drop_cache, scale, N = cache
+    B, T, H = dctx.shape
+    D = H // N
+    dctx = dctx.reshape(B, T, N, D).transpose(0, 2, 1, 3)           # (B, N, T, D)
+    dprobs_d = dctx @ v.transpose(0, 1, 3, 2)                       # (B, N, T, T)
+    dv = probs_d.transpose(0, 1, 3, 2) @ dctx                       # (B, N, T, D)
+    dprobs = dropout_backward(dprobs_d, drop_cache)
+    dscores = softmax_backward(dprobs, probs) * scale               # (B, N, T, T); mask is constant
+    dq = dscores @ k                                                # (B, N, T, D)
+    dk = dscores.transpose(0, 1, 3, 2) @ q                          # (B, N, T, D)
+    dqkv = np.stack([dq, dk, dv])                                   # (3, B, N, T, D)
+    dqkv = dqkv.transpose(1, 3, 0, 2, 4).reshape(B, T, 3 * H)       # (B, T, 3H)
+    dx, dW, db = linear_backward(dqkv, lin_cache)
+    return dx, dW[:H], db[:H], dW[H:2 * H], db[H:2 * H], dW[2 * H:], db[2 * H:]
+
+
+# ----------------------------------------------------------------------------------------- losses
+
+
+def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    m = x.max(axis=axis, keepdims=True)
+    shifted = x - m
+    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+def cross_entropy(logits: np.ndarray, labels: np.ndarray):
+    """Mean cross-entropy over rows: (M, C) logits, (M,) int labels -> scalar loss.
+
+    Rows whose label is -100 must already be removed (the models gather labelled rows first).
+    """
+    M = logits.shape[0]
+    logp = log_softmax(logits)                                      # (M, C)
+    loss = -logp[np.arange(M), labels].mean()
+    return loss, (logp, labels)
+
+
+def cross_entropy_backward(dloss: float, cache) -> np.ndarray:
+    """d mean(-log softmax(z)[y]) / dz = (softmax(z) - onehot(y)) / M."""
+    logp, labels = cache
+    M = logp.shape[0]
+    dz = np.exp(logp)                                               # (M, C) softmax
+    dz[np.arange(M), labels] -= 1.0
+    dz *= dloss / M
+    return dz
+
+
+def mse(pred: np.ndarray, target: np.ndarray):
+    """Mean squared error: transformers' loss for single-label regression."""
+    diff = pred - target
+    return (diff * diff).mean(), diff
+
+
+def mse_backward(dloss: float, diff: np.ndarray) -> np.ndarray:
+    return diff * (2.0 * dloss / diff.size)
+
+
+def distillation_kl(student_logits: np.ndarray, teacher_logits: np.ndarray, temperature: float):
+    """T^2 * KL(softmax(teacher / T) || softmax(student / T)), averaged over rows.
+
+    Bort's pretraining term (Hinton et al.): the T^2 keeps gradient sizes comparable across T.
+    """
+    T = temperature
+    logq = log_softmax(student_logits / T)                          # (M, V) student
+    logp = log_softmax(teacher_logits.astype(student_logits.dtype) / T)  # (M, V) teacher
+    p = np.exp(logp)
+    M = student_logits.shape[0]
+    loss = (T * T) * (p * (logp - logq)).sum() / M
+    return loss, (logq, p, T)
+
+
+def distillation_kl_backward(dloss: float, cache) -> np.ndarray:
+    """d/dz_student = T^2 * (q - p) / (T M) = T (q - p) / M."""
+    logq, p, T = cache
+    M = logq.shape[0]
+    return (np.exp(logq) - p) * (dloss * T / M)

@@ -1,0 +1,549 @@
+"""Bort in NumPy: embeddings, N post-LayerNorm encoder blocks, then a head; the backward is the same
+list read upwards.
+
+    ids (B, T) -> word + position + token-type embeddings -> LayerNorm -> dropout      (B, T, H)
+    4 x [ self-attention -> linear -> dropout -> +residual -> LayerNorm                 (B, T, H)
+          linear H->I -> GELU -> linear I->H -> dropout -> +residual -> LayerNorm ]     (B, T, H)
+    MLM head:            linear H->H -> GELU -> LayerNorm -> @ word_embeddings.T + bias (M, V)
+    classification head: tanh(linear(h[:, 0])) -> dropout -> linear H->C               (B, C)
+
+Parameters live in a dict keyed by transformers' state-dict names, so a checkpoint loads by lookup
+and a gradient dict compares directly with PyTorch's `named_parameters()`. See `layers.py` for the
+shape letters (B, T, H, I, V, N, D, M).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+
+from . import layers as L
+from .config import BortConfig
+
+
+class InputError(ValueError):
+    """The model was called with ids or a mask it cannot use."""
+
+
+# ------------------------------------------------------------------------------------ parameter names
+
+
+def encoder_param_shapes(config: BortConfig, prefix: str = "") -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the embeddings and encoder, as transformers' BertModel names them."""
+    H, I, V = config.hidden_size, config.intermediate_size, config.vocab_size
+    p = prefix
+    shapes = {
+        f"{p}embeddings.word_embeddings.weight": (V, H),
+        f"{p}embeddings.position_embeddings.weight": (config.max_position_embeddings, H),
+        f"{p}embeddings.token_type_embeddings.weight": (config.type_vocab_size, H),
+        f"{p}embeddings.LayerNorm.weight": (H,),
+        f"{p}embeddings.LayerNorm.bias": (H,),
+    }
+    for i in range(config.num_hidden_layers):
+        q = f"{p}encoder.layer.{i}."
+        for name in ("query", "key", "value"):
+            shapes[f"{q}attention.self.{name}.weight"] = (H, H)
+            shapes[f"{q}attention.self.{name}.bias"] = (H,)
+        shapes.update({
+            f"{q}attention.output.dense.weight": (H, H),
+            f"{q}attention.output.dense.bias": (H,),
+            f"{q}attention.output.LayerNorm.weight": (H,),
+            f"{q}attention.output.LayerNorm.bias": (H,),
+            f"{q}intermediate.dense.weight": (I, H),
+            f"{q}intermediate.dense.bias": (I,),
+            f"{q}output.dense.weight": (H, I),
+            f"{q}output.dense.bias": (H,),
+            f"{q}output.LayerNorm.weight": (H,),
+            f"{q}output.LayerNorm.bias": (H,),
+        })
+    return shapes
+
+
+def mlm_head_param_shapes(config: BortConfig) -> dict[str, tuple[int, ...]]:
+    """The MLM head. Its decoder weight is the word-embedding table (tied), so it has no entry."""
+    H, V = config.hidden_size, config.vocab_size
+    return {
+        "cls.predictions.transform.dense.weight": (H, H),
+        "cls.predictions.transform.dense.bias": (H,),
+        "cls.predictions.transform.LayerNorm.weight": (H,),
+        "cls.predictions.transform.LayerNorm.bias": (H,),
+        "cls.predictions.bias": (V,),
+    }
+
+
+def classifier_param_shapes(config: BortConfig) -> dict[str, tuple[int, ...]]:
+    H, C = config.hidden_size, config.num_labels
+    return {
+        "bert.pooler.dense.weight": (H, H),
+        "bert.pooler.dense.bias": (H,),
+        "classifier.weight": (C, H),
+        "classifier.bias": (C,),
+    }
+
+
+def init_params(shapes: dict, config: BortConfig, dtype, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """transformers' initialisation: weights N(0, initializer_range), biases 0, LayerNorm (1, 0),
+    the padding row of the word embeddings 0."""
+    params = {}
+    for name, shape in shapes.items():
+        if "LayerNorm.weight" in name:
+            params[name] = np.ones(shape, dtype=dtype)
+        elif name.endswith("bias"):
+            params[name] = np.zeros(shape, dtype=dtype)
+        else:
+            params[name] = (rng.standard_normal(shape) * config.initializer_range).astype(dtype)
+        if name.endswith("word_embeddings.weight") and config.pad_token_id is not None:
+            params[name][config.pad_token_id] = 0
+    return params
+
+
+# ------------------------------------------------------------------------------------ input checks
+
+
+def check_inputs(input_ids, attention_mask, config: BortConfig):
+    """Validate and normalise ids and mask to (B, T) int64 arrays. Returns (ids, mask, was_1d)."""
+    ids = np.asarray(input_ids)
+    if ids.dtype == object or not np.issubdtype(ids.dtype, np.integer):
+        raise InputError(f"input_ids must be an integer array, got dtype {ids.dtype}; "
+                         "pass token ids (e.g. from Tokenizer), not text or floats")
+    was_1d = ids.ndim == 1
+    if was_1d:
+        ids = ids[None, :]
+    if ids.ndim != 2:
+        raise InputError(f"input_ids must have shape (B, T) or (T,), got {ids.shape}")
+    B, T = ids.shape
+    if B == 0 or T == 0:
+        raise InputError(f"input_ids is empty (shape {ids.shape}); give at least one token")
+    if T > config.max_position_embeddings:
+        raise InputError(f"sequence length {T} exceeds max_position_embeddings "
+                         f"({config.max_position_embeddings}); truncate the input")
+    lo, hi = int(ids.min()), int(ids.max())
+    if lo < 0 or hi >= config.vocab_size:
+        bad = lo if lo < 0 else hi
+        raise InputError(f"input_ids holds {bad}, outside the vocabulary [0, {config.vocab_size})")
+    if attention_mask is None:
+        mask = np.ones((B, T), dtype=np.int64)
+    else:
+        mask = np.asarray(attention_mask)
+        if was_1d and mask.ndim == 1:
+            mask = mask[None, :]
+        if mask.shape != ids.shape:
+            raise InputError(f"attention_mask has shape {np.shape(attention_mask)} but input_ids has "
+                             f"{np.shape(input_ids)}; they must match")
+        if not (np.issubdtype(mask.dtype, np.integer) or mask.dtype == bool
+                or np.issubdtype(mask.dtype, np.floating)):
+            raise InputError(f"attention_mask must hold 0/1 values, got dtype {mask.dtype}")
+    return ids.astype(np.int64, copy=False), mask, was_1d
+
+
+# ------------------------------------------------------------------------------------ the encoder
+
+
+def encoder_layer(P: dict, pre: str, cfg: BortConfig, x: np.ndarray, mask_bias: np.ndarray, rng):
+    """One post-LN block: (B, T, H) -> (B, T, H), with the cache its backward reads."""
+    ctx, probs, c_att = L.self_attention(
+        x, P[pre + "attention.self.query.weight"], P[pre + "attention.self.query.bias"],
+        P[pre + "attention.self.key.weight"], P[pre + "attention.self.key.bias"],
+        P[pre + "attention.self.value.weight"], P[pre + "attention.self.value.bias"],
+        mask_bias, cfg.num_attention_heads, cfg.attention_probs_dropout_prob, rng)   # (B, T, H)
+    a, c_ao = L.linear(ctx, P[pre + "attention.output.dense.weight"],
+                       P[pre + "attention.output.dense.bias"])                     # (B, T, H)
+    a, c_ad = L.dropout(a, cfg.hidden_dropout_prob, rng)
+    h1, c_ln1 = L.layer_norm(x + a, P[pre + "attention.output.LayerNorm.weight"],
+                             P[pre + "attention.output.LayerNorm.bias"], cfg.layer_norm_eps)
+    f, c_f1 = L.linear(h1, P[pre + "intermediate.dense.weight"],
+                       P[pre + "intermediate.dense.bias"])                         # (B, T, I)
+    g, c_g = L.gelu(f)                                                             # (B, T, I)
+    o, c_f2 = L.linear(g, P[pre + "output.dense.weight"], P[pre + "output.dense.bias"])  # (B, T, H)
+    o, c_od = L.dropout(o, cfg.hidden_dropout_prob, rng)
+    h2, c_ln2 = L.layer_norm(h1 + o, P[pre + "output.LayerNorm.weight"],
+                             P[pre + "output.LayerNorm.bias"], cfg.layer_norm_eps)  # (B, T, H)
+    cache = (c_att, c_ao, c_ad, c_ln1, c_f1, c_g, c_f2, c_od, c_ln2)
+    inter = {"attention_probs": probs, "attention_output": h1, "ffn_activation": g}
+    return h2, cache, inter
+
+
+def encoder_layer_backward(dh2: np.ndarray, cache, pre: str, grads: dict) -> np.ndarray:
+    """The block read upwards. Writes parameter gradients into `grads`, returns d(input)."""
+    c_att, c_ao, c_ad, c_ln1, c_f1, c_g, c_f2, c_od, c_ln2 = cache
+    ds2, grads[pre + "output.LayerNorm.weight"], grads[pre + "output.LayerNorm.bias"] = \
+        L.layer_norm_backward(dh2, c_ln2)                       # d(h1 + o)
+    do = L.dropout_backward(ds2, c_od)
+    dg, grads[pre + "output.dense.weight"], grads[pre + "output.dense.bias"] = L.linear_backward(do, c_f2)
+    df = L.gelu_backward(dg, c_g)
+    dh1, grads[pre + "intermediate.dense.weight"], grads[pre + "intermediate.dense.bias"] = \
+        L.linear_backward(df, c_f1)
+    dh1 += ds2                                                  # the residual path around the FFN
+    ds1, grads[pre + "attention.output.LayerNorm.weight"], grads[pre + "attention.output.LayerNorm.bias"] = \
+        L.layer_norm_backward(dh1, c_ln1)                       # d(x + a)
+    da = L.dropout_backward(ds1, c_ad)
+    dctx, grads[pre + "attention.output.dense.weight"], grads[pre + "attention.output.dense.bias"] = \
+        L.linear_backward(da, c_ao)
+    dx, *dqkv = L.self_attention_backward(dctx, c_att)
+    for name, g in zip(("query.weight", "query.bias", "key.weight", "key.bias", "value.weight",
+                        "value.bias"), dqkv):
+        grads[pre + "attention.self." + name] = g
+    dx += ds1                                                   # the residual path around attention
+    return dx
+
+
+def encoder_forward(P: dict, pre: str, cfg: BortConfig, ids: np.ndarray, mask: np.ndarray, rng=None,
+                    want_intermediates: bool = False):
+    """Embeddings and all blocks: (B, T) ids -> (B, T, H) last hidden state, cache, intermediates."""
+    B, T = ids.shape
+    e = pre + "embeddings."
+    word, c_word = L.embedding(ids, P[e + "word_embeddings.weight"])               # (B, T, H)
+    x = word + P[e + "position_embeddings.weight"][:T]                             # positions 0..T-1
+    x += P[e + "token_type_embeddings.weight"][0]                                  # every token is type 0
+    x, c_ln = L.layer_norm(x, P[e + "LayerNorm.weight"], P[e + "LayerNorm.bias"], cfg.layer_norm_eps)
+    x, c_drop = L.dropout(x, cfg.hidden_dropout_prob, rng)
+    mask_bias = L.attention_mask_bias(mask, x.dtype)                               # (B, 1, 1, T)
+    inter = {"embedding_output": x} if want_intermediates else None
+    caches = []
+    for i in range(cfg.num_hidden_layers):
+        x, c, layer_inter = encoder_layer(P, f"{pre}encoder.layer.{i}.", cfg, x, mask_bias, rng)
+        caches.append(c)
+        if want_intermediates:
+            for k, v in layer_inter.items():
+                inter[f"layer.{i}.{k}"] = v
+            inter[f"layer.{i}.output"] = x
+    return x, (c_word, c_ln, c_drop, caches, T), inter
+
+
+def encoder_backward(dh: np.ndarray, cache, pre: str, cfg: BortConfig) -> dict[str, np.ndarray]:
+    """(B, T, H) gradient of the last hidden state -> gradients of every encoder parameter."""
+    c_word, c_ln, c_drop, caches, T = cache
+    grads: dict[str, np.ndarray] = {}
+    for i in reversed(range(cfg.num_hidden_layers)):
+        dh = encoder_layer_backward(dh, caches[i], f"{pre}encoder.layer.{i}.", grads)
+    dh = L.dropout_backward(dh, c_drop)
+    e = pre + "embeddings."
+    dx, grads[e + "LayerNorm.weight"], grads[e + "LayerNorm.bias"] = L.layer_norm_backward(dh, c_ln)
+    grads[e + "word_embeddings.weight"] = L.embedding_backward(dx, c_word, cfg.pad_token_id)
+    V_pos, H = cfg.max_position_embeddings, cfg.hidden_size
+    dpos = np.zeros((V_pos, H), dtype=dx.dtype)
+    dpos[:T] = dx.sum(axis=0)                                   # (T, H): each position, summed over batch
+    grads[e + "position_embeddings.weight"] = dpos
+    dtype_ = np.zeros((cfg.type_vocab_size, H), dtype=dx.dtype)
+    dtype_[0] = dx.sum(axis=(0, 1))
+    grads[e + "token_type_embeddings.weight"] = dtype_
+    return grads
+
+
+# ------------------------------------------------------------------------------------ heads
+
+
+def mlm_head(P: dict, cfg: BortConfig, h: np.ndarray, word_embeddings: np.ndarray):
+    """(..., H) hidden states -> (..., V) logits through the decoder tied to the word embeddings."""
+    t, c1 = L.linear(h, P["cls.predictions.transform.dense.weight"], P["cls.predictions.transform.dense.bias"])
+    g, c2 = L.gelu(t)
+    n, c3 = L.layer_norm(g, P["cls.predictions.transform.LayerNorm.weight"],
+                         P["cls.predictions.transform.LayerNorm.bias"], cfg.mlm_eps)
+    logits, c4 = L.linear(n, word_embeddings, P["cls.predictions.bias"])          # (..., V)
+    return logits, (c1, c2, c3, c4)
+
+
+def mlm_head_backward(dlogits: np.ndarray, cache):
+    """-> d(h), grads of the head, and the decoder's gradient for the (tied) word embeddings."""
+    c1, c2, c3, c4 = cache
+    g = {}
+    dn, d_word_embeddings, g["cls.predictions.bias"] = L.linear_backward(dlogits, c4)
+    dg, g["cls.predictions.transform.LayerNorm.weight"], g["cls.predictions.transform.LayerNorm.bias"] = \
+        L.layer_norm_backward(dn, c3)
+    dt = L.gelu_backward(dg, c2)
+    dh, g["cls.predictions.transform.dense.weight"], g["cls.predictions.transform.dense.bias"] = \
+        L.linear_backward(dt, c1)
+    return dh, g, d_word_embeddings
+
+
+# ------------------------------------------------------------------------------------ model classes
+
+
+class _Bort:
+    """What the three models share: parameters, dtype, train/eval, loading and saving."""
+
+    prefix = "bert."                 # where the encoder's names start in this class's state dict
+    architecture = "BertModel"
+
+    def __init__(self, config: BortConfig, params: dict | None = None, dtype=np.float32, seed: int = 0):
+        self.config = config
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
+        shapes = self.param_shapes(config)
+        if params is None:
+            params = init_params(shapes, config, self.dtype, np.random.default_rng(seed))
+        else:
+            params = self._adapt_state_dict(params, shapes, seed)
+        self.params: dict[str, np.ndarray] = params
+        self.training = False
+        self._rng: np.random.Generator | None = None
+
+    # -------------------------------------------------------------- names
+    @classmethod
+    def param_shapes(cls, config: BortConfig) -> dict[str, tuple[int, ...]]:
+        return encoder_param_shapes(config, cls.prefix)
+
+    def _adapt_state_dict(self, sd: dict, shapes: dict, seed: int) -> dict[str, np.ndarray]:
+        """Map a checkpoint's names onto this class's (adding or removing the `bert.` prefix),
+        re-tie the decoder, check every shape, and initialise what the checkpoint lacks."""
+        renamed = {}
+        for k, v in sd.items():
+            if k.endswith("position_ids"):           # a buffer some checkpoints carry, not a weight
+                continue
+            base = k[len("bert."):] if k.startswith("bert.") else k
+            if base.startswith(("embeddings.", "encoder.", "pooler.")):
+                k = self.prefix + base
+            renamed[k] = v
+        # The decoder is tied to the word embeddings; a stored copy (random on the hub) is not used.
+        renamed.pop("cls.predictions.decoder.weight", None)
+        dec_bias = renamed.pop("cls.predictions.decoder.bias", None)
+        if "cls.predictions.bias" not in renamed and dec_bias is not None:
+            renamed["cls.predictions.bias"] = dec_bias
+        params, missing = {}, []
+        for name, shape in shapes.items():
+            if name not in renamed:
+                missing.append(name)
+                continue
+            v = np.asarray(renamed[name])
+            if v.shape != tuple(shape):
+                from .checkpoint import CheckpointError
+                raise CheckpointError(f"{name}: the checkpoint has shape {v.shape}, the config expects "
+                                      f"{tuple(shape)}; does config.json belong to these weights?")
+            params[name] = np.ascontiguousarray(v, dtype=self.dtype)
+        if missing:
+            encoder_missing = [m for m in missing if m.startswith(self.prefix + "embeddings")
+                               or m.startswith(self.prefix + "encoder")]
+            if encoder_missing:
+                from .checkpoint import CheckpointError
+                raise CheckpointError(f"the checkpoint lacks {len(encoder_missing)} encoder weights, "
+                                      f"e.g. {encoder_missing[0]}; is it a Bort/BERT checkpoint?")
+            warnings.warn(f"{type(self).__name__}: {len(missing)} weights are not in the checkpoint and "
+                          f"were newly initialised ({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}); "
+                          "train the model before using its predictions", stacklevel=3)
+            fresh = init_params({m: shapes[m] for m in missing}, self.config, self.dtype,
+                                np.random.default_rng(seed))
+            params.update(fresh)
+        return params
+
+    # -------------------------------------------------------------- modes
+    def train(self, mode: bool = True, seed: int | None = 0):
+        """Training mode: dropout on, drawn from a generator seeded with `seed`. Returns self."""
+        self.training = mode
+        self._rng = np.random.default_rng(seed) if mode else None
+        return self
+
+    def eval(self):
+        """Evaluation mode (the default): no dropout, deterministic."""
+        return self.train(False)
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(v.size for v in self.params.values())
+
+    # -------------------------------------------------------------- encoder
+    def _encode(self, input_ids, attention_mask, want_intermediates=False):
+        ids, mask, was_1d = check_inputs(input_ids, attention_mask, self.config)
+        h, cache, inter = encoder_forward(self.params, self.prefix, self.config, ids, mask,
+                                          self._rng if self.training else None, want_intermediates)
+        return ids, mask, was_1d, h, cache, inter
+
+    # -------------------------------------------------------------- loading and saving
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id: str | os.PathLike, revision: str = "main", dtype=np.float32,
+                        **config_overrides):
+        """Load from a local folder (config.json + model.safetensors / pytorch_model.bin / bort.params)
+        or a hub id such as "amazon/bort" (downloaded once into the cache)."""
+        from .checkpoint import load_pretrained
+        config, state_dict = load_pretrained(os.fspath(path_or_repo_id), revision=revision, dtype=dtype)
+        if config_overrides:
+            d = config.to_dict()
+            d.update(config_overrides)
+            config = BortConfig.from_dict(d)
+        return cls(config, state_dict, dtype=dtype)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The parameters under transformers' names, as transformers' `save_pretrained` writes them."""
+        return dict(self.params)
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write config.json and model.safetensors that transformers' from_pretrained loads."""
+        from .safetensors import save_file
+        os.makedirs(directory, exist_ok=True)
+        d = self.config.to_dict()
+        d["architectures"] = [self.architecture]
+        BortConfig.from_dict(d).to_json(os.path.join(directory, "config.json"))
+        save_file(self.state_dict(), os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
+
+
+class BortModel(_Bort):
+    """The encoder alone (transformers' BertModel without its pooler): ids -> last hidden state."""
+
+    prefix = ""
+    architecture = "BertModel"
+
+    def __call__(self, input_ids, attention_mask=None, output_hidden_states: bool = False,
+                 output_attentions: bool = False):
+        """(B, T) or (T,) ids -> (B, T, H) last hidden state.
+
+        With `output_hidden_states` and/or `output_attentions`, returns a dict with
+        `last_hidden_state`, `hidden_states` (embedding output then each layer's, L + 1 arrays) and
+        `attentions` (each layer's (B, N, T, T) probabilities).
+        """
+        want = output_hidden_states or output_attentions
+        ids, mask, was_1d, h, _, inter = self._encode(input_ids, attention_mask, want)
+        if not want:
+            return h[0] if was_1d else h
+        n = self.config.num_hidden_layers
+        out = {"last_hidden_state": h}
+        if output_hidden_states:
+            out["hidden_states"] = [inter["embedding_output"]] + [inter[f"layer.{i}.output"] for i in range(n)]
+        if output_attentions:
+            out["attentions"] = [inter[f"layer.{i}.attention_probs"] for i in range(n)]
+        if was_1d:
+            out = {k: (v[0] if isinstance(v, np.ndarray) else [a[0] for a in v]) for k, v in out.items()}
+        return out
+
+    def intermediates(self, input_ids, attention_mask=None) -> dict[str, np.ndarray]:
+        """Every intermediate, named as in tests/fixtures: embedding_output, layer.{i}.attention_probs,
+        layer.{i}.attention_output, layer.{i}.ffn_activation, layer.{i}.output."""
+        return self._encode(input_ids, attention_mask, True)[5]
+
+
+class BortForMaskedLM(_Bort):
+    """Encoder + MLM head with the decoder tied to the word embeddings (transformers' BertForMaskedLM)."""
+
+    architecture = "BertForMaskedLM"
+
+    @classmethod
+    def param_shapes(cls, config):
+        return {**encoder_param_shapes(config, cls.prefix), **mlm_head_param_shapes(config)}
+
+    @property
+    def word_embeddings(self) -> np.ndarray:
+        return self.params["bert.embeddings.word_embeddings.weight"]
+
+    def __call__(self, input_ids, attention_mask=None, positions=None):
+        """Logits over the vocabulary.
+
+        positions=None: every position, (B, T, V) (or (T, V) for 1-D ids).
+        positions a boolean (B, T) array: only where it is True, (M, V) in row-major order; at 15 %
+            of positions this skips 85 % of the decoder, which is 2/3 of Bort's FLOPs.
+        positions an integer (B, P) array: positions per sequence (GluonNLP's masked_positions), (B, P, V).
+        """
+        ids, mask, was_1d, h, _, _ = self._encode(input_ids, attention_mask)
+        h_sel = self._select(h, positions, was_1d)
+        logits, _ = mlm_head(self.params, self.config, h_sel, self.word_embeddings)
+        return logits[0] if (was_1d and positions is None) else logits
+
+    @staticmethod
+    def _select(h: np.ndarray, positions, was_1d: bool = False) -> np.ndarray:
+        if positions is None:
+            return h
+        pos = np.asarray(positions)
+        if was_1d and pos.ndim == 1:
+            pos = pos[None]
+        B, T, H = h.shape
+        if pos.dtype == bool:
+            if pos.shape != (B, T):
+                raise InputError(f"boolean positions must have the ids' shape {(B, T)}, got {pos.shape}")
+            return h[pos]                                                          # (M, H)
+        if not np.issubdtype(pos.dtype, np.integer) or pos.ndim != 2 or pos.shape[0] != B:
+            raise InputError(f"positions must be a boolean (B, T) mask or integer (B, P) indices; got "
+                             f"dtype {pos.dtype} shape {pos.shape}")
+        if pos.size and (pos.min() < 0 or pos.max() >= T):
+            raise InputError(f"positions must lie in [0, {T}), got {pos.min()}..{pos.max()}")
+        return h[np.arange(B)[:, None], pos]                                       # (B, P, H)
+
+    def loss_and_grads(self, input_ids, labels, attention_mask=None, teacher_logits=None,
+                       mlm_weight: float = 1.0, distill_weight: float = 0.0, temperature: float = 2.0):
+        """Masked-LM cross-entropy (labels -100 ignored, mean over the rest) and its gradients.
+
+        The logits are computed only at labelled positions: the loss and gradients equal PyTorch's,
+        which computes all V logits everywhere. With `teacher_logits` (M, V) at those same positions,
+        adds `distill_weight * T^2 KL(teacher || student)` (Bort's pretraining: 0.1 MLM + 0.5 KD, T=2).
+        Returns (loss, grads) with grads keyed exactly like `params`.
+        """
+        ids, mask, _, h, cache, _ = self._encode(input_ids, attention_mask)
+        labels = np.asarray(labels)
+        if labels.ndim == 1 and ids.shape[0] == 1:
+            labels = labels[None]
+        if labels.shape != ids.shape:
+            raise InputError(f"labels has shape {labels.shape}, input_ids {ids.shape}; they must match")
+        sel = labels != -100                                                        # (B, T)
+        if not sel.any():
+            raise InputError("every label is -100: there is nothing to learn from in this batch")
+        y = labels[sel]
+        if y.min() < 0 or y.max() >= self.config.vocab_size:
+            raise InputError(f"labels must be -100 or in [0, {self.config.vocab_size})")
+        h_sel = h[sel]                                                              # (M, H)
+        logits, c_head = mlm_head(self.params, self.config, h_sel, self.word_embeddings)  # (M, V)
+        loss, c_ce = L.cross_entropy(logits, y)
+        loss = loss * mlm_weight
+        dlogits = L.cross_entropy_backward(mlm_weight, c_ce)
+        if teacher_logits is not None:
+            kd, c_kd = L.distillation_kl(logits, np.asarray(teacher_logits), temperature)
+            loss = loss + distill_weight * kd
+            dlogits += L.distillation_kl_backward(distill_weight, c_kd)
+        dh_sel, grads, d_word_dec = mlm_head_backward(dlogits, c_head)
+        dh = np.zeros_like(h)
+        dh[sel] = dh_sel                                                            # (B, T, H)
+        grads.update(encoder_backward(dh, cache, self.prefix, self.config))
+        # The tied table gets both gradients: from the lookup and from the decoder.
+        grads["bert.embeddings.word_embeddings.weight"] += d_word_dec
+        return float(loss), grads
+
+
+class BortForSequenceClassification(_Bort):
+    """Encoder + pooler tanh(dense(h[:, 0])) + dropout + linear classifier (transformers' naming).
+
+    num_labels == 1 is regression (MSE loss), otherwise single-label classification (cross-entropy).
+    """
+
+    architecture = "BertForSequenceClassification"
+
+    @classmethod
+    def param_shapes(cls, config):
+        return {**encoder_param_shapes(config, cls.prefix), **classifier_param_shapes(config)}
+
+    def _head(self, h):
+        P = self.params
+        rng = self._rng if self.training else None
+        pooled, c_p = L.linear(h[:, 0], P["bert.pooler.dense.weight"], P["bert.pooler.dense.bias"])  # (B, H)
+        pooled, c_t = L.tanh(pooled)
+        d, c_d = L.dropout(pooled, self.config.hidden_dropout_prob, rng)
+        logits, c_c = L.linear(d, P["classifier.weight"], P["classifier.bias"])    # (B, C)
+        return logits, (c_p, c_t, c_d, c_c)
+
+    def __call__(self, input_ids, attention_mask=None):
+        """(B, T) ids -> (B, C) logits ((C,) for 1-D ids)."""
+        ids, mask, was_1d, h, _, _ = self._encode(input_ids, attention_mask)
+        logits, _ = self._head(h)
+        return logits[0] if was_1d else logits
+
+    def loss_and_grads(self, input_ids, labels, attention_mask=None):
+        """Cross-entropy over classes (or MSE when num_labels == 1) and gradients keyed like `params`."""
+        ids, mask, _, h, cache, _ = self._encode(input_ids, attention_mask)
+        logits, (c_p, c_t, c_d, c_c) = self._head(h)
+        labels = np.asarray(labels).reshape(-1)
+        if labels.shape[0] != ids.shape[0]:
+            raise InputError(f"{labels.shape[0]} labels for a batch of {ids.shape[0]}")
+        if self.config.num_labels == 1:
+            loss, c_loss = L.mse(logits[:, 0], labels.astype(logits.dtype))
+            dlogits = L.mse_backward(1.0, c_loss)[:, None]
+        else:
+            if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 \
+                    or labels.max() >= self.config.num_labels:
+                raise InputError(f"labels must be integers in [0, {self.config.num_labels})")
+            loss, c_loss = L.cross_entropy(logits, labels)
+            dlogits = L.cross_entropy_backward(1.0, c_loss)
+        grads = {}
+        dd, grads["classifier.weight"], grads["classifier.bias"] = L.linear_backward(dlogits, c_c)
+        dpooled = L.tanh_backward(L.dropout_backward(dd, c_d), c_t)
+        dh0, grads["bert.pooler.dense.weight"], grads["bert.pooler.dense.bias"] = L.linear_backward(dpooled, c_p)
+        dh = np.zeros_like(h)
+        dh[:, 0] = dh0
+        grads.update(encoder_backward(dh, cache, self.prefix, self.config))
+        return float(loss), grads
