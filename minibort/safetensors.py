@@ -1,0 +1,201 @@
+"""safetensors in NumPy: read through a memory map, write atomically.
+
+The format (https://github.com/huggingface/safetensors) is three parts, back to back:
+
+    u64 little-endian N | N bytes of JSON header | data buffer
+
+The header maps each tensor name to `{"dtype": "F32", "shape": [2, 3], "data_offsets": [begin, end]}`
+(offsets in bytes, relative to the start of the data buffer) and may hold a `"__metadata__"` object
+of string -> string. Tensors are stored row-major (C order), little-endian, with no padding inside.
+
+Reading checks the whole header before any tensor byte is looked at: the header fits in the file,
+every dtype is known, `prod(shape) * itemsize` equals the tensor's byte span, and the spans lie
+inside the file without overlapping. A file that fails any check raises `CheckpointError`; nothing
+is allocated beyond the header's own size, so a hostile header cannot make us allocate more than
+the file holds.
+
+Tensors come back as NumPy views of a copy-on-write memory map (`np.memmap(mode="c")`): nothing is
+read until it is used, writing to an array never changes the file. NumPy has no bfloat16, so BF16
+tensors are widened to float32 (a bf16 number is the top 16 bits of a float32: shift left by 16).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import tempfile
+
+import numpy as np
+
+from .checkpoint import CheckpointError
+
+# safetensors dtype name -> NumPy dtype (little-endian). BF16 is read as raw uint16 and widened.
+DTYPES: dict[str, np.dtype] = {
+    "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2"),
+    "I64": np.dtype("<i8"), "I32": np.dtype("<i4"), "I16": np.dtype("<i2"), "I8": np.dtype("i1"),
+    "U8": np.dtype("u1"), "BOOL": np.dtype("?"),
+}
+# NumPy dtype -> safetensors dtype name, for writing.
+_NAMES: dict[np.dtype, str] = {np.dtype(v).newbyteorder("="): k for k, v in DTYPES.items() if k != "BF16"}
+
+# The reference implementation refuses headers above 100 MB; so do we (a JSON parse of a huge
+# header would be the one allocation not bounded by the tensors' sizes).
+MAX_HEADER_BYTES = 100_000_000
+MAX_NDIM = 64
+
+
+def read_header(path: str | os.PathLike) -> tuple[dict[str, dict], dict[str, str], int, int]:
+    """Read and validate a safetensors header without touching the data.
+
+    Returns `(entries, metadata, data_start, file_size)`, where `entries` maps each tensor name to
+    `{"dtype": str, "shape": tuple[int, ...], "begin": int, "end": int}` (absolute file offsets).
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            file_size = os.fstat(f.fileno()).st_size
+            if file_size < 8:
+                raise CheckpointError(f"{path}: {file_size} bytes is too short for a safetensors file")
+            n = int.from_bytes(f.read(8), "little")
+            if n > file_size - 8 or n > MAX_HEADER_BYTES:
+                raise CheckpointError(
+                    f"{path}: header length {n} does not fit in the file ({file_size} bytes)")
+            raw = f.read(n)
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e}") from None
+    if len(raw) != n:
+        raise CheckpointError(f"{path}: file shrank while reading the header")
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        # ValueError covers JSONDecodeError and over-long integers; RecursionError a nesting bomb.
+        raise CheckpointError(f"{path}: header is not valid JSON ({type(e).__name__}: {e})"[:300]) from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: header must be a JSON object, got {type(header).__name__}")
+
+    data_start = 8 + n
+    data_size = file_size - data_start
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        raise CheckpointError(f"{path}: __metadata__ must map strings to strings")
+
+    entries: dict[str, dict] = {}
+    for name, info in header.items():
+        entries[name] = _check_entry(path, name, info, data_size, data_start)
+
+    # Spans must not overlap: sort by start and compare each with the previous end.
+    spans = sorted((e["begin"], e["end"], name) for name, e in entries.items() if e["end"] > e["begin"])
+    for (b0, e0, n0), (b1, e1, n1) in itertools.pairwise(spans):
+        if b1 < e0:
+            raise CheckpointError(f"{path}: tensors {n0!r} and {n1!r} overlap in the data buffer")
+    return entries, metadata, data_start, file_size
+
+
+def _check_entry(path: str, name: str, info: object, data_size: int, data_start: int) -> dict:
+    """Validate one header entry: known dtype, sane shape, byte span equal to prod(shape) * itemsize."""
+    where = f"{path}: tensor {name!r}"
+    if not isinstance(info, dict):
+        raise CheckpointError(f"{where}: entry must be an object")
+    dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    if dtype not in DTYPES:
+        raise CheckpointError(f"{where}: unknown dtype {dtype!r} (known: {', '.join(DTYPES)})"[:300])
+    if (not isinstance(shape, list) or len(shape) > MAX_NDIM
+            or not all(type(d) is int and d >= 0 for d in shape)):
+        raise CheckpointError(f"{where}: shape must be a list of at most {MAX_NDIM} non-negative integers")
+    if (not isinstance(offsets, list) or len(offsets) != 2
+            or not all(type(o) is int for o in offsets)):
+        raise CheckpointError(f"{where}: data_offsets must be two integers")
+    begin, end = offsets
+    if not 0 <= begin <= end <= data_size:
+        raise CheckpointError(
+            f"{where}: data_offsets [{begin}, {end}] lie outside the data buffer ({data_size} bytes)")
+    # Python integers do not overflow, so a hostile shape like [2**40, 2**40] is simply too big.
+    numel = 1
+    for d in shape:
+        numel *= d
+    if numel * DTYPES[dtype].itemsize != end - begin:
+        raise CheckpointError(
+            f"{where}: shape {shape} of {dtype} needs {numel * DTYPES[dtype].itemsize} bytes "
+            f"but data_offsets span {end - begin}"[:300])
+    return {"dtype": dtype, "shape": tuple(shape), "begin": data_start + begin, "end": data_start + end}
+
+
+def load_file(path: str | os.PathLike, dtype: np.dtype | type | None = None) -> dict[str, np.ndarray]:
+    """Load every tensor of a safetensors file as NumPy arrays backed by a memory map.
+
+    `dtype=None` keeps each tensor's stored dtype (BF16 becomes float32); a floating `dtype`
+    converts floating tensors to it (a copy only where the dtype differs); integer and bool
+    tensors are never converted.
+    """
+    entries, _, _, file_size = read_header(path)
+    out: dict[str, np.ndarray] = {}
+    if not entries:
+        return out
+    try:
+        # Copy-on-write: pages are read lazily, and in-place updates stay private to this process.
+        buf = np.memmap(path, dtype=np.uint8, mode="c", shape=(file_size,))
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"cannot memory-map {os.fspath(path)}: {e}") from None
+    for name, e in entries.items():
+        raw = buf[e["begin"]:e["end"]]
+        if e["dtype"] == "BF16":
+            bits = raw.view(DTYPES["BF16"]).astype(np.uint32) << 16   # bf16 = top half of a float32
+            arr = bits.view(np.float32).reshape(e["shape"])
+        else:
+            arr = raw.view(DTYPES[e["dtype"]]).reshape(e["shape"])
+        if arr.dtype.byteorder == ">":                                  # only on big-endian hosts
+            arr = arr.astype(arr.dtype.newbyteorder("="))
+        if dtype is not None and arr.dtype.kind == "f" and arr.dtype != np.dtype(dtype):
+            arr = arr.astype(dtype)
+        # Return plain ndarrays (views of the map), not np.memmap subclass objects.
+        out[name] = arr.view(np.ndarray) if isinstance(arr, np.memmap) else arr
+    return out
+
+
+def load_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The `__metadata__` of a safetensors file (an empty dict if it has none)."""
+    return read_header(path)[1]
+
+
+def save_file(tensors: dict[str, np.ndarray], path: str | os.PathLike,
+              metadata: dict[str, str] | None = None) -> None:
+    """Write `tensors` to a safetensors file atomically (temporary file in the same folder, then rename).
+
+    Tensors are written in name order, C-contiguous and little-endian. Arrays that share memory are
+    written once each (safetensors has no aliasing): drop tied copies before saving.
+    """
+    path = os.fspath(path)
+    header: dict[str, object] = {}
+    if metadata:
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+            raise TypeError("safetensors metadata must map strings to strings")
+        header["__metadata__"] = dict(metadata)
+    arrays: list[np.ndarray] = []
+    offset = 0
+    for name in sorted(tensors):
+        if not isinstance(name, str):
+            raise TypeError(f"tensor names must be strings, got {name!r}")
+        a = np.asarray(tensors[name])
+        key = a.dtype.newbyteorder("=")
+        if key not in _NAMES:
+            raise TypeError(f"tensor {name!r}: dtype {a.dtype} cannot be stored in safetensors")
+        a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
+        header[name] = {"dtype": _NAMES[key], "shape": list(a.shape), "data_offsets": [offset, offset + a.nbytes]}
+        arrays.append(a)
+        offset += a.nbytes
+    blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    blob += b" " * (-len(blob) % 8)                                  # pad so the data starts 8-aligned
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(len(blob).to_bytes(8, "little"))
+            f.write(blob)
+            for a in arrays:
+                f.write(a.reshape(-1).view(np.uint8).data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
