@@ -109,6 +109,12 @@ class BortConfig:
             raise ConfigError(f"model_type {known['model_type']!r} is not 'bert'; Bort is a BERT model")
         if "id2label" in extra and "num_labels" not in known:
             known["num_labels"] = len(extra["id2label"])
+        # Default label names carry nothing; keep only names a user chose.
+        n = known.get("num_labels", 2)
+        if extra.get("id2label") == _default_id2label(n):
+            del extra["id2label"]
+        if extra.get("label2id") == _default_label2id(n):
+            del extra["label2id"]
         return cls(**known, extra=extra)
 
     def to_dict(self) -> dict:
@@ -117,8 +123,8 @@ class BortConfig:
         out = dict(self.extra)
         out.update(d)
         # transformers derives num_labels from id2label; write both so it agrees with us.
-        out.setdefault("id2label", {str(i): f"LABEL_{i}" for i in range(self.num_labels)})
-        out.setdefault("label2id", {f"LABEL_{i}": i for i in range(self.num_labels)})
+        out.setdefault("id2label", _default_id2label(self.num_labels))
+        out.setdefault("label2id", _default_label2id(self.num_labels))
         return out
 
     @classmethod
@@ -137,6 +143,14 @@ class BortConfig:
     def to_json(self, path: str | os.PathLike) -> None:
         """Write config.json atomically (temporary file in the same folder, then rename)."""
         write_text_atomic(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+
+def _default_id2label(n: int) -> dict:
+    return {str(i): f"LABEL_{i}" for i in range(n)}
+
+
+def _default_label2id(n: int) -> dict:
+    return {f"LABEL_{i}": i for i in range(n)}
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
