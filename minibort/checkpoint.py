@@ -31,6 +31,7 @@ import os
 import pickle
 import pickletools
 import struct
+import tempfile
 import warnings
 import zipfile
 import zlib
@@ -135,7 +136,7 @@ class _Tensor:
             arr = arr.astype(arr.dtype.newbyteorder("="))
         if dtype is not None and arr.dtype.kind == "f" and arr.dtype != dtype:
             return arr.astype(dtype)
-        return np.ascontiguousarray(arr)                               # no copy if already contiguous
+        return arr if arr.flags.c_contiguous else arr.copy()          # (ascontiguousarray would make 0-d 1-d)
 
 
 def _contiguous_strides(size: tuple[int, ...]) -> tuple[int, ...]:
@@ -680,3 +681,77 @@ def load_pretrained(path_or_repo_id: str | os.PathLike, revision: str = "main",
     if source.rstrip("/") == "amazon/bort" or config.extra.get(UNTRAINED_MLM_HEAD_KEY):
         warn_untrained_mlm_head(source)
     return config, state
+
+
+# =========================================================================== writing torch zips
+def _pickle_int(n: int) -> bytes:
+    """BININT for 32-bit signed values, LONG1 (little-endian two's complement) beyond."""
+    if -(2 ** 31) <= n < 2 ** 31:
+        return b"J" + struct.pack("<i", n)
+    raw = n.to_bytes((n.bit_length() + 8) // 8, "little", signed=True)
+    return b"\x8a" + bytes([len(raw)]) + raw
+
+
+def _pickle_str(s: str) -> bytes:
+    raw = s.encode("utf-8")
+    return b"X" + struct.pack("<I", len(raw)) + raw
+
+
+def _pickle_ints(values: tuple[int, ...]) -> bytes:
+    return b"(" + b"".join(_pickle_int(v) for v in values) + b"t"          # MARK ... TUPLE
+
+
+_NUMPY_TO_STORAGE = {np.dtype(v).newbyteorder("="): k for k, v in TORCH_STORAGES.items() if k != "BFloat16Storage"}
+
+
+def save_torch_zip(tensors: dict[str, np.ndarray], path: str | os.PathLike, top: str = "archive") -> None:
+    """Write a state dict in torch.save's zip format, without torch (`torch.load(weights_only=True)` reads it).
+
+    `data.pkl` is written opcode by opcode: a dict whose values are `_rebuild_tensor_v2` calls on
+    persistent storages `('storage', torch.FloatStorage, key, 'cpu', numel)`, one storage per tensor.
+    Storages are stored uncompressed and 64-byte aligned, so readers can memory-map them.
+    """
+    path = os.fspath(path)
+    pkl = [b"\x80\x02}("]                                                   # PROTO 2, EMPTY_DICT, MARK
+    arrays = []
+    for key, (name, value) in enumerate(tensors.items()):
+        a = np.asarray(value)
+        a = a if a.flags.c_contiguous else a.copy()
+        a = a.astype(a.dtype.newbyteorder("<")) if a.dtype.byteorder == ">" else a
+        storage = _NUMPY_TO_STORAGE.get(a.dtype.newbyteorder("="))
+        if storage is None:
+            raise TypeError(f"{name}: dtype {a.dtype} has no torch storage type")
+        stride = _contiguous_strides(a.shape)
+        pkl += [_pickle_str(name), b"ctorch._utils\n_rebuild_tensor_v2\n(",   # GLOBAL, MARK (args)
+                b"(" + _pickle_str("storage") + f"ctorch\n{storage}\n".encode()  # persistent id tuple
+                + _pickle_str(str(key)) + _pickle_str("cpu") + _pickle_int(a.size) + b"tQ",  # TUPLE BINPERSID
+                _pickle_int(0), _pickle_ints(a.shape), _pickle_ints(stride),      # offset, size, stride
+                b"\x89ccollections\nOrderedDict\n)Rt",   # requires_grad=False, OrderedDict() hooks; TUPLE
+                b"R"]                                                      # REDUCE: call _rebuild_tensor_v2
+        arrays.append((str(key), a))
+    pkl.append(b"u.")                                                      # SETITEMS, STOP
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-", suffix=".part")
+    os.close(fd)
+    try:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
+            zf.writestr(f"{top}/data.pkl", b"".join(pkl))
+            zf.writestr(f"{top}/byteorder", b"little")
+            for key, a in arrays:
+                _write_aligned(zf, f"{top}/data/{key}", a)
+            zf.writestr(f"{top}/version", b"3\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _write_aligned(zf: zipfile.ZipFile, name: str, a: np.ndarray) -> None:
+    """Store `a`'s bytes so that they start on a 64-byte boundary (padding in the local extra field)."""
+    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_STORED
+    start = zf.fp.tell() + 30 + len(name.encode()) + 4                    # + 4: the extra field's header
+    pad = -start % 64
+    info.extra = struct.pack("<HH", 0x4650, pad) + b"\0" * pad            # an unknown id: readers skip it
+    with zf.open(info, "w", force_zip64=a.nbytes > 0x7FFFFFFF) as f:
+        f.write(a.reshape(-1).view(np.uint8).data)

@@ -181,7 +181,7 @@ def save_file(tensors: dict[str, np.ndarray], path: str | os.PathLike,
         key = a.dtype.newbyteorder("=")
         if key not in _NAMES:
             raise TypeError(f"tensor {name!r}: dtype {a.dtype} cannot be stored in safetensors")
-        a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
+        a = a.astype(a.dtype.newbyteorder("<"), order="C", copy=False)   # a view if already so
         header[name] = {"dtype": _NAMES[key], "shape": list(a.shape), "data_offsets": [offset, offset + a.nbytes]}
         arrays.append(a)
         offset += a.nbytes
