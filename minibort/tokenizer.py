@@ -1,7 +1,607 @@
-# Placeholder: the tokenizer is being written (issue 4).
+"""RoBERTa's byte-level BPE tokenizer (which Bort uses), in plain Python, giving the same ids as the Rust one.
+
+Text becomes ids in five steps, each a few lines below:
+
+1. special tokens written in the text ("<s>", "</s>", "<mask>", ...) are cut out and become their ids;
+   `<mask>` also swallows the whitespace in front of it ("is <mask>" -> " is", "<mask>").
+2. each remaining stretch of text is split into words by GPT-2's regex (`PRETOKENIZE_PATTERN`):
+   "Hello world!" -> "Hello", " world", "!". A word keeps the space in front of it.
+3. each word is turned into its UTF-8 bytes, and each byte into one printable character
+   (`bytes_to_unicode`: " " -> "Ġ", "\\n" -> "Ċ"), so every string, emoji and all, is spelled with
+   256 symbols and nothing is ever unknown.
+4. byte-pair merges are applied, lowest rank (= learned earliest) first, until no pair of neighbouring
+   symbols has a merge: "Ġ w o r l d" -> "Ġw o r l d" -> ... -> "Ġworld"; each symbol is a vocab id.
+5. `<s> A </s>` (or `<s> A </s></s> B </s>` for a pair) is put around the ids.
+
+Decoding runs steps 3 backwards: ids -> symbols -> bytes -> UTF-8 text.
+
+    >>> tok = Tokenizer.from_pretrained("amazon/bort")
+    >>> tok.encode("The capital of France is <mask>.")
+    [0, 133, 812, 9, 1470, 16, 50264, 4, 2]
+    >>> print(tok.explain("Hello world"))          # every step above, every merge as it happens
+
+Ids follow fairseq's frequency order, not GPT-2's ("Hello" is 31414 here, 15496 in GPT-2): same merges,
+different numbering. The vocabulary is trained by `train_bpe` (in `bpe_train.py`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from functools import lru_cache
+
+import numpy as np
+import regex
+
+SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")   # RoBERTa's, in fairseq's id order
+LSTRIP_TOKENS = ("<mask>",)                                   # these swallow the whitespace before them
+
+
+class TokenizerError(ValueError):
+    """Bad input or bad vocab/merges files; the message says what and where."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Step 2: GPT-2's pre-tokenizer. Alternatives are tried left to right at each position:
+PRETOKENIZE_PATTERN = "|".join([
+    r"'s|'t|'re|'ve|'m|'ll|'d",   # English contractions, split off their word: "it's" -> "it", "'s"
+    r" ?\p{L}+",                  # a run of letters (any script), with at most one space in front
+    r" ?\p{N}+",                  # a run of digits/numerals, with at most one space in front
+    r" ?[^\s\p{L}\p{N}]+",        # a run of everything else (punctuation, emoji, symbols), same
+    r"\s+(?!\S)",                 # whitespace, but leave its last space to the word that follows:
+                                  #   "a   b" -> "a", "  ", " b" (so " b" is tokenized like in "a b")
+    r"\s+",                       # whitespace at the very end of the text
+])
+# Notes. The contractions are case-sensitive ("IT'S" -> "IT", "'", "S"), as in GPT-2. `\s` here is the
+# Unicode White_Space property, the same set the Rust reference (Oniguruma) uses; \x1c-\x1f are *not*
+# whitespace for either (Python's str.isspace() says they are, so never use it here). Both read letter
+# and digit classes from their own Unicode tables: they agree on every character assigned by Unicode
+# 14, and differ only on a few newer ones the two libraries' tables do not share.
+_PRETOKENIZE = regex.compile(PRETOKENIZE_PATTERN)
+
+
+# Step 3: bytes <-> printable characters.
+@lru_cache
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's table: byte value (0..255) -> one printable character.
+
+    The 188 bytes that are already visible characters ("!".."~", "¡".."¬", "®".."ÿ") map to themselves;
+    the other 68 (control characters, space, NBSP, soft hyphen) map, in byte order, to chr(256 + n),
+    so space (the 33rd such byte) becomes chr(288) = "Ġ" and newline chr(266) = "Ċ". BPE can then
+    work on ordinary strings, and a vocab file never holds a raw space or control character.
+    """
+    visible = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table = {b: chr(b) for b in visible}
+    n = 0
+    for b in range(256):
+        if b not in table:
+            table[b] = chr(256 + n)
+            n += 1
+    return table
+
+
+def _read_json_no_duplicates(path: str) -> dict:
+    def no_duplicates(pairs: list[tuple[str, object]]) -> dict:
+        seen: dict = {}
+        for key, value in pairs:
+            if key in seen:
+                raise TokenizerError(f"{path}: token {key!r} appears twice (ids {seen[key]} and {value})")
+            seen[key] = value
+        return seen
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f, object_pairs_hook=no_duplicates)
+    except FileNotFoundError:
+        raise TokenizerError(f"vocab file not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TokenizerError(f"{path}: not valid JSON ({e})") from None
+
+
+def _atomic_write(path: str, text: str) -> None:
+    """Write `text` to `path` so that a reader sees the old file or the whole new one, never half."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
 class Tokenizer:
-    pass
+    """Byte-level BPE with RoBERTa's special tokens: `encode`, `decode`, a batch `__call__`, `explain`.
+
+    vocab: token string -> id, ids exactly 0..V-1. merges: (left, right) symbol pairs, in rank order
+    (the order they were learned); each part and their concatenation must be in the vocab.
+    special_tokens: recognised when written in the text, never split; those present among
+    "<s>", "<pad>", "</s>", "<unk>", "<mask>" give `bos/pad/eos/unk/mask_token_id`.
+    add_prefix_space: put a space in front of text that does not start with one, so the first word is
+    tokenized like all the others ("Hello" -> "ĠHello"); like Rust, per stretch between special tokens.
+    pair_format: "roberta" gives `<s> A </s></s> B </s>`; "bort" gives `<s> A </s> B </s>`, the format
+    of the original Bort fine-tuning (GluonNLP).
+    """
+
+    cache_size = 1 << 17   # words remembered with their ids; when full, new words are simply not stored
+
+    def __init__(self, vocab: dict[str, int], merges: Sequence[tuple[str, str]],
+                 special_tokens: Sequence[str] = SPECIAL_TOKENS, add_prefix_space: bool = False,
+                 pair_format: str = "roberta", lstrip_tokens: Sequence[str] = LSTRIP_TOKENS,
+                 _where: Callable[[int], str] | None = None) -> None:
+        where = _where or (lambda k: f"merge {k + 1}")   # names merge k in error messages
+        # vocab: ids must be exactly 0..V-1, each once.
+        self.decoder: list[str] = [""] * len(vocab)      # id -> token
+        owner: dict[int, str] = {}
+        for token, i in vocab.items():
+            if not isinstance(token, str) or type(i) is not int:
+                raise TokenizerError(f"vocab entry {token!r}: {i!r} must map a string to an int")
+            if not 0 <= i < len(vocab):
+                raise TokenizerError(f"vocab entry {token!r} has id {i}, outside 0..{len(vocab) - 1} "
+                                     f"(ids must be exactly 0..V-1 for a vocab of {len(vocab)})")
+            if i in owner:
+                raise TokenizerError(f"vocab: id {i} is used twice, by {owner[i]!r} and {token!r}")
+            owner[i] = token
+            self.decoder[i] = token
+        self.encoder: dict[str, int] = dict(vocab)        # token -> id
+
+        # The 256 byte symbols must all be there, or some text could not be encoded.
+        b2u = bytes_to_unicode()
+        missing = [ch for ch in b2u.values() if ch not in vocab]
+        if missing:
+            raise TokenizerError(f"vocab lacks {len(missing)} of the 256 byte symbols, e.g. {missing[:5]}")
+        self._byte_ids = [vocab[b2u[b]] for b in range(256)]   # byte value -> id of its symbol
+
+        # merges: (id_left, id_right) -> (rank, id_merged); a lower rank is applied first.
+        self.merges: list[tuple[str, str]] = []
+        self._merges: dict[tuple[int, int], tuple[int, int]] = {}
+        for rank, pair in enumerate(merges):
+            if len(pair) != 2:
+                raise TokenizerError(f"{where(rank)}: {pair!r} is not a pair of symbols")
+            a, b = pair
+            ia, ib, iab = vocab.get(a), vocab.get(b), vocab.get(a + b)
+            if ia is None or ib is None:
+                unknown = [s for s, i in ((a, ia), (b, ib)) if i is None]
+                raise TokenizerError(f"{where(rank)}: '{a} {b}' has a part that is not in the vocab: {unknown}")
+            if iab is None:
+                raise TokenizerError(f"{where(rank)}: '{a} {b}' makes {a + b!r}, which is not in the vocab")
+            if (ia, ib) in self._merges:
+                first = self._merges[(ia, ib)][0]
+                raise TokenizerError(f"{where(rank)}: '{a} {b}' repeats {where(first)}")
+            self._merges[(ia, ib)] = (rank, iab)
+            self.merges.append((a, b))
+
+        # special tokens: recognised in text by one regex, longest first so that no token is cut short
+        # by a shorter one that is its prefix; `<mask>` also matches the whitespace in front of it.
+        for t in special_tokens:
+            if t not in vocab:
+                raise TokenizerError(f"special token {t!r} is not in the vocab")
+            if not t or t[0].isspace():
+                raise TokenizerError(f"special token {t!r} must be non-empty and not start with whitespace")
+        self.special_tokens = tuple(special_tokens)
+        self.all_special_ids = frozenset(vocab[t] for t in special_tokens)
+        self.lstrip_tokens = tuple(t for t in lstrip_tokens if t in self.special_tokens)
+        alternatives = [(r"\s*" if t in self.lstrip_tokens else "") + regex.escape(t)
+                        for t in sorted(self.special_tokens, key=len, reverse=True)]
+        self._special_re = regex.compile("|".join(alternatives)) if alternatives else None
+
+        ids = {t: vocab.get(t) if t in self.special_tokens else None for t in SPECIAL_TOKENS}
+        self.bos_token_id, self.pad_token_id, self.eos_token_id, self.unk_token_id, self.mask_token_id = (
+            ids.values())
+        if pair_format not in ("roberta", "bort"):
+            raise TokenizerError(f"pair_format must be 'roberta' or 'bort', not {pair_format!r}")
+        self.pair_format = pair_format
+        self.add_prefix_space = add_prefix_space
+        self._cache: dict[str, tuple[int, ...]] = {}   # word -> its ids (step 4 done once per word)
+        self._token_bytes_list: list[bytes] | None = None   # id -> bytes, built on first decode
+
+    # ------------------------------------------------------------------------------------- loading
+    @classmethod
+    def from_files(cls, vocab_file: str | os.PathLike, merges_file: str | os.PathLike,
+                   **kwargs) -> Tokenizer:
+        """Load `vocab.json` (token -> id) and `merges.txt` ("#version" line, then "left right" per line)."""
+        vocab_file, merges_file = os.fspath(vocab_file), os.fspath(merges_file)
+        vocab = _read_json_no_duplicates(vocab_file)
+        if not isinstance(vocab, dict):
+            raise TokenizerError(f"{vocab_file}: expected a JSON object token -> id, got {type(vocab).__name__}")
+        try:
+            with open(merges_file, encoding="utf-8") as f:
+                lines = f.read().split("\n")
+        except FileNotFoundError:
+            raise TokenizerError(f"merges file not found: {merges_file}") from None
+        except UnicodeDecodeError as e:
+            raise TokenizerError(f"{merges_file}: not UTF-8 ({e})") from None
+        merges: list[tuple[str, ...]] = []
+        line_of: list[int] = []                    # rank -> 1-based line number, for error messages
+        for n, line in enumerate(lines, 1):
+            if not line or (n == 1 and line.startswith("#version")):
+                continue
+            pair = tuple(line.split(" "))
+            if len(pair) != 2 or not all(pair):
+                raise TokenizerError(f"{merges_file} line {n}: expected two symbols separated by one "
+                                     f"space, got {line!r}")
+            merges.append(pair)
+            line_of.append(n)
+        return cls(vocab, merges, _where=lambda k: f"{merges_file} line {line_of[k]}", **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id: str | os.PathLike, revision: str = "main",
+                        **kwargs) -> Tokenizer:
+        """Load from a local directory holding vocab.json + merges.txt, or from a hub repo id."""
+        path = os.fspath(path_or_repo_id)
+        if os.path.isdir(path):
+            files = [os.path.join(path, name) for name in ("vocab.json", "merges.txt")]
+        else:
+            from .hub import resolve_file   # lazily: only a repo id needs the hub
+            files = [resolve_file(path, name, revision=revision) for name in ("vocab.json", "merges.txt")]
+        return cls.from_files(*files, **kwargs)
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write vocab.json and merges.txt into `directory`, each atomically (temp file, then rename)."""
+        directory = os.fspath(directory)
+        os.makedirs(directory, exist_ok=True)
+        vocab = {t: i for i, t in enumerate(self.decoder)}
+        _atomic_write(os.path.join(directory, "vocab.json"), json.dumps(vocab, ensure_ascii=False))
+        merges = "".join(f"{a} {b}\n" for a, b in self.merges)
+        _atomic_write(os.path.join(directory, "merges.txt"), "#version: 0.2\n" + merges)
+
+    # ----------------------------------------------------------------------------------- encoding
+    def _bpe(self, word: str, trace: list[str] | None = None) -> tuple[int, ...]:
+        """Steps 3-4 for one pre-token: UTF-8 bytes -> byte symbols -> merges -> ids.
+
+        Each round finds the lowest-ranked pair of neighbours and merges *every* occurrence of it,
+        left to right. That gives the same result as merging one pair at a time in rank order (the
+        way the Rust tokenizer does it with a priority queue): merging one occurrence can only create
+        pairs containing the new symbol, and those rank later, so the other occurrences of the best
+        pair are still the best. Symbols are ids, not strings, so lookups hash small ints.
+        """
+        word_ids = [self._byte_ids[b] for b in word.encode("utf-8")]   # (L,) one id per byte
+        merges = self._merges
+        while len(word_ids) > 1:
+            best_rank, best = None, None
+            for pair in zip(word_ids, word_ids[1:]):
+                m = merges.get(pair)
+                if m is not None and (best_rank is None or m[0] < best_rank):
+                    best_rank, best = m[0], pair
+            if best is None:
+                break                                   # no neighbouring pair has a merge: done
+            a, b = best
+            new = merges[best][1]
+            merged, i, n = [], 0, len(word_ids)
+            while i < n:
+                if i < n - 1 and word_ids[i] == a and word_ids[i + 1] == b:
+                    merged.append(new)
+                    i += 2
+                else:
+                    merged.append(word_ids[i])
+                    i += 1
+            word_ids = merged
+            if trace is not None:
+                shown = " ".join(self.decoder[i] for i in word_ids)
+                trace.append(f"      merge {self.decoder[a]!r} + {self.decoder[b]!r} (rank {best_rank}) -> {shown}")
+        ids = tuple(word_ids)
+        if len(self._cache) < self.cache_size:
+            self._cache[word] = ids
+        return ids
+
+    def _segments(self, text: str) -> Iterable[tuple[int, int, int | None]]:
+        """Step 1: (start, end, special id or None) for the stretches of text; specials are their own."""
+        pos = 0
+        if self._special_re is not None:
+            for m in self._special_re.finditer(text):
+                if m.start() > pos:
+                    yield pos, m.start(), None
+                yield m.start(), m.end(), self.encoder[m.group().lstrip()]   # lstrip: drop swallowed space
+                pos = m.end()
+        if pos < len(text):
+            yield pos, len(text), None
+
+    def _encode_ordinary(self, segment: str) -> list[int]:
+        """Steps 2-4 on text without special tokens: the hot loop, so kept bare."""
+        if self.add_prefix_space and not segment.startswith(" "):
+            segment = " " + segment
+        cache, ids = self._cache, []
+        for word in _PRETOKENIZE.findall(segment):      # one regex pass over the whole segment
+            ids += cache.get(word) or self._bpe(word)    # cached ids are non-empty tuples, so `or` is safe
+        return ids
+
+    def _encode_text(self, text: str, offsets: bool = False) -> tuple[list[int], list[tuple[int, int]] | None]:
+        """ids (and, if asked, (start, end) character spans) of `text`, special tokens in it included."""
+        if not isinstance(text, str):
+            raise TokenizerError(f"expected text as str, got {type(text).__name__}: {text!r:.80}")
+        try:
+            if not offsets:
+                ids: list[int] = []
+                for start, end, special in self._segments(text):
+                    if special is None:
+                        ids += self._encode_ordinary(text[start:end])
+                    else:
+                        ids.append(special)
+                return ids, None
+            return self._encode_with_offsets(text)
+        except UnicodeEncodeError:
+            pos = next(i for i, ch in enumerate(text) if "\ud800" <= ch <= "\udfff")
+            raise TokenizerError(f"text has a lone surrogate {text[pos]!r} at index {pos}; it has no UTF-8 "
+                                 "form, so it cannot be encoded (fix the text's decoding upstream)") from None
+
+    def _encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """Like the fast path in `_encode_text`, also keeping each token's character span in `text`.
+
+        A token holding only some bytes of a character (an emoji split in two) gets the whole
+        character's span, as in Rust. A special token's span includes the whitespace it swallowed.
+        """
+        ids: list[int] = []
+        spans: list[tuple[int, int]] = []
+        token_bytes = self._token_bytes()
+        for start, end, special in self._segments(text):
+            if special is not None:
+                ids.append(special)
+                spans.append((start, end))
+                continue
+            segment, shift = text[start:end], start
+            if self.add_prefix_space and not segment.startswith(" "):
+                segment, shift = " " + segment, start - 1   # the added space has no place in `text`
+            for m in _PRETOKENIZE.finditer(segment):
+                word = m.group()
+                word_ids = self._cache.get(word) or self._bpe(word)
+                char_of_byte = [c for c, ch in enumerate(word) for _ in range(len(ch.encode("utf-8")))]
+                b = 0
+                for i in word_ids:
+                    nb = len(token_bytes[i])
+                    s, e = char_of_byte[b], char_of_byte[b + nb - 1] + 1   # chars holding the first/last byte
+                    b += nb
+                    base = shift + m.start()
+                    ids.append(i)
+                    spans.append((max(base + s, start), max(base + e, start)))
+        return ids, spans
+
+    def _with_specials(self, a: list, b: list | None, bos, eos) -> list:
+        """Step 5: <s> A </s>, or <s> A </s></s> B </s> ("roberta"), or <s> A </s> B </s> ("bort")."""
+        if b is None:
+            return [bos, *a, eos]
+        middle = [eos, eos] if self.pair_format == "roberta" else [eos]
+        return [bos, *a, *middle, *b, eos]
+
+    def num_special_tokens_to_add(self, pair: bool = False) -> int:
+        """How many tokens `add_special_tokens` puts around one text (2) or a pair (4, or 3 for "bort")."""
+        return 2 if not pair else (4 if self.pair_format == "roberta" else 3)
+
+    def _check_role_ids(self) -> None:
+        if self.bos_token_id is None or self.eos_token_id is None:
+            raise TokenizerError("this vocab has no <s> and </s> special tokens; use add_special_tokens=False")
+
+    def encode(self, text: str, pair: str | None = None, add_special_tokens: bool = True) -> list[int]:
+        """Token ids of `text` (and `pair`), wrapped in <s> ... </s> unless add_special_tokens=False."""
+        ids, _ = self._encode_text(text)
+        pair_ids = None if pair is None else self._encode_text(pair)[0]
+        if not add_special_tokens:
+            return ids if pair_ids is None else ids + pair_ids
+        self._check_role_ids()
+        return self._with_specials(ids, pair_ids, self.bos_token_id, self.eos_token_id)
+
+    def tokenize(self, text: str) -> list[str]:
+        """The token strings of `text`, without <s>/</s>: "Hello world" -> ["Hello", "Ġworld"]."""
+        return [self.decoder[i] for i in self._encode_text(text)[0]]
+
+    # ----------------------------------------------------------------------------------- decoding
+    def _token_bytes(self) -> list[bytes]:
+        """id -> the bytes it stands for. Tokens that are not spelled in byte symbols (none in RoBERTa
+        but the specials, which are plain ASCII anyway) stand for their own UTF-8, as in Rust."""
+        if self._token_bytes_list is None:
+            u2b = {ch: b for b, ch in bytes_to_unicode().items()}
+            table = []
+            for token in self.decoder:
+                try:
+                    table.append(bytes(u2b[ch] for ch in token))
+                except KeyError:
+                    table.append(token.encode("utf-8"))
+            self._token_bytes_list = table
+        return self._token_bytes_list
+
+    def _check_id(self, i, position: int) -> int:
+        try:
+            i = int(i) if not isinstance(i, (bool, float)) else None
+        except (TypeError, ValueError):
+            i = None
+        if i is None or not 0 <= i < len(self.decoder):
+            raise TokenizerError(f"id {i!r} at position {position} is not in the vocabulary "
+                                 f"(ids are 0..{len(self.decoder) - 1})")
+        return i
+
+    def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
+        """Text of `ids`: token bytes joined, then read as UTF-8 (invalid sequences become U+FFFD)."""
+        if isinstance(ids, np.ndarray):
+            ids = ids.tolist()
+        table, specials = self._token_bytes(), self.all_special_ids
+        parts = []
+        for position, i in enumerate(ids):
+            i = i if type(i) is int and 0 <= i < len(table) else self._check_id(i, position)
+            if not (skip_special_tokens and i in specials):
+                parts.append(table[i])
+        return b"".join(parts).decode("utf-8", errors="replace")
+
+    def convert_tokens_to_ids(self, tokens: str | Sequence[str]) -> int | list[int]:
+        """Vocab lookup; an unknown token gives `unk_token_id` (as in transformers)."""
+        if isinstance(tokens, str):
+            return self.encoder.get(tokens, self.unk_token_id)
+        return [self.encoder.get(t, self.unk_token_id) for t in tokens]
+
+    def convert_ids_to_tokens(self, ids: int | Sequence[int]) -> str | list[str]:
+        """Vocab lookup backwards; an id outside the vocab is an error."""
+        if isinstance(ids, (int, np.integer)):
+            return self.decoder[self._check_id(ids, 0)]
+        return [self.decoder[self._check_id(i, p)] for p, i in enumerate(ids)]
+
+    # ------------------------------------------------------------------------------ batch encoding
+    @staticmethod
+    def _truncate_pair(n_a: int, n_b: int, budget: int) -> tuple[int, int]:
+        """Longest-first truncation, exactly as the Rust tokenizer does it: how many tokens of A and B
+        to keep so that n_a + n_b <= budget. The shorter keeps all it can; if both must be cut, each
+        keeps budget // 2, and the odd token goes to the longer one (to B when they are equal)."""
+        if n_a + n_b <= budget:
+            return n_a, n_b
+        short, long_ = sorted((n_a, n_b))
+        keep_short, keep_long = short, max(short, budget - short)
+        if keep_short + keep_long > budget:
+            keep_short, keep_long = budget // 2, budget // 2 + budget % 2
+        return (keep_long, keep_short) if n_a > n_b else (keep_short, keep_long)
+
+    def __call__(self, texts: str | Sequence[str], pairs: str | Sequence[str] | None = None,
+                 padding: bool | str = True, truncation: bool = True, max_length: int | None = 512,
+                 return_offsets: bool = False, add_special_tokens: bool = True) -> dict[str, np.ndarray]:
+        """Encode a batch into padded int64 arrays: {"input_ids": (B, T), "attention_mask": (B, T)},
+        plus "offset_mapping": (B, T, 2) character spans if return_offsets (padding and added
+        special tokens get (0, 0)). A single str is a batch of one.
+
+        padding: True/"longest" pads to the longest row, "max_length" to max_length, False needs
+        rows of equal length. truncation: cut each row to max_length, a pair longest-first.
+        """
+        if isinstance(texts, str):
+            texts = [texts]
+        if isinstance(pairs, str):
+            pairs = [pairs]
+        if not isinstance(texts, Sequence):
+            raise TokenizerError(f"expected a str or a sequence of str, got {type(texts).__name__}")
+        if pairs is not None and len(pairs) != len(texts):
+            raise TokenizerError(f"got {len(texts)} texts but {len(pairs)} pairs")
+        if add_special_tokens:
+            self._check_role_ids()
+        n_special = self.num_special_tokens_to_add(pair=pairs is not None) if add_special_tokens else 0
+        if truncation and max_length is not None and max_length < n_special:
+            raise TokenizerError(f"max_length={max_length} leaves no room: {n_special} special tokens are added")
+        rows, row_spans = [], []
+        for k, text in enumerate(texts):
+            try:
+                a, a_spans = self._encode_text(text, offsets=return_offsets)
+                b, b_spans = (None, None) if pairs is None else self._encode_text(pairs[k], offsets=return_offsets)
+            except TokenizerError as e:
+                raise TokenizerError(f"batch item {k}: {e}") from None
+            if truncation and max_length is not None:
+                budget = max_length - n_special
+                if b is None:
+                    keep_a, keep_b = min(len(a), budget), None
+                else:
+                    keep_a, keep_b = self._truncate_pair(len(a), len(b), budget)
+                a, b = a[:keep_a], (None if b is None else b[:keep_b])
+                if return_offsets:
+                    a_spans, b_spans = a_spans[:keep_a], (None if b_spans is None else b_spans[:keep_b])
+            if add_special_tokens:
+                rows.append(self._with_specials(a, b, self.bos_token_id, self.eos_token_id))
+                if return_offsets:
+                    row_spans.append(self._with_specials(a_spans, b_spans, (0, 0), (0, 0)))
+            else:
+                rows.append(a if b is None else a + b)
+                if return_offsets:
+                    row_spans.append(a_spans if b_spans is None else a_spans + b_spans)
+
+        longest = max((len(r) for r in rows), default=0)
+        if padding in (True, "longest"):
+            T = longest
+        elif padding == "max_length":
+            if max_length is None or longest > max_length:
+                raise TokenizerError(f"padding='max_length' needs max_length >= the longest row ({longest})")
+            T = max_length
+        elif padding is False:
+            if any(len(r) != longest for r in rows):
+                raise TokenizerError("rows differ in length; use padding=True (or truncation to equal lengths)")
+            T = longest
+        else:
+            raise TokenizerError(f"padding must be True, False, 'longest' or 'max_length', not {padding!r}")
+        if self.pad_token_id is None and any(len(r) < T for r in rows):
+            raise TokenizerError("padding needs a <pad> token, which this vocab lacks")
+
+        B = len(rows)
+        input_ids = np.full((B, T), self.pad_token_id if self.pad_token_id is not None else 0, np.int64)  # (B, T)
+        attention_mask = np.zeros((B, T), np.int64)                                                       # (B, T)
+        for k, row in enumerate(rows):
+            input_ids[k, :len(row)] = row
+            attention_mask[k, :len(row)] = 1
+        out = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if return_offsets:
+            offsets = np.zeros((B, T, 2), np.int64)                                                       # (B, T, 2)
+            for k, spans in enumerate(row_spans):
+                if spans:
+                    offsets[k, :len(spans)] = spans
+            out["offset_mapping"] = offsets
+        return out
+
+    # ------------------------------------------------------------------------------- introspection
+    def explain(self, text: str) -> str:
+        """Encode `text` showing the work: special tokens, pre-tokens, bytes, every merge, the ids.
+
+        (Like minGPT's `encode_and_show_work`.) Nothing is read from or written to the word cache,
+        so every merge is shown even for words seen before.
+        """
+        if not isinstance(text, str):
+            raise TokenizerError(f"expected text as str, got {type(text).__name__}")
+        self._encode_text(text)                         # the clear error for a lone surrogate, if any
+        b2u = bytes_to_unicode()
+        lines = [f"text: {text!r}", "1. special tokens found in the text:"]
+        ids: list[int] = []
+        saved_cache, self._cache = self._cache, {}      # a throwaway cache: show merges every time
+        try:
+            segments = list(self._segments(text))
+            specials = [(s, e, i) for s, e, i in segments if i is not None]
+            lines += [f"   {text[s:e]!r} at {s}..{e} -> {self.decoder[i]} ({i})" for s, e, i in specials] or ["   none"]
+            for start, end, special in segments:
+                if special is not None:
+                    ids.append(special)
+                    lines.append(f"special token {self.decoder[special]} -> [{special}]")
+                    continue
+                segment = text[start:end]
+                if self.add_prefix_space and not segment.startswith(" "):
+                    segment = " " + segment
+                    lines.append("add_prefix_space: a space is put in front")
+                words = _PRETOKENIZE.findall(segment)
+                lines.append(f"2. pre-tokens (GPT-2 regex) of {segment!r}: {words}")
+                for word in words:
+                    data = word.encode("utf-8")
+                    lines.append(f"3.   {word!r}: UTF-8 bytes {' '.join(f'{b:02x}' for b in data)}"
+                                 f" -> symbols {' '.join(b2u[b] for b in data)}")
+                    trace: list[str] = []
+                    word_ids = self._bpe(word, trace)
+                    lines += ["4." + t[2:] for t in trace] or ["4.     no merge applies"]
+                    lines.append(f"      -> tokens {[self.decoder[i] for i in word_ids]} ids {list(word_ids)}")
+                    ids += word_ids
+        finally:
+            self._cache = saved_cache
+        if self.bos_token_id is not None and self.eos_token_id is not None:
+            ids = self._with_specials(ids, None, self.bos_token_id, self.eos_token_id)
+            lines.append(f"5. with <s> ... </s>: {ids}")
+        else:
+            lines.append(f"ids: {ids}")
+        return "\n".join(lines)
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of tokens, V (ids are 0..V-1)."""
+        return len(self.decoder)
+
+    def __len__(self) -> int:
+        return len(self.decoder)
+
+    def get_vocab(self) -> dict[str, int]:
+        """A copy of the token -> id dict."""
+        return dict(self.encoder)
+
+    def __repr__(self) -> str:
+        return (f"Tokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, "
+                f"add_prefix_space={self.add_prefix_space}, pair_format={self.pair_format!r})")
 
 
-def train_bpe(*args, **kwargs):
-    raise NotImplementedError
+# Training lives in its own file; it builds a Tokenizer, so it is imported after the class exists.
+from .bpe_train import train_bpe  # noqa: E402
+
+__all__ = ["Tokenizer", "TokenizerError", "train_bpe", "bytes_to_unicode", "PRETOKENIZE_PATTERN", "SPECIAL_TOKENS"]
+
+
+if __name__ == "__main__":
+    import sys
+    from pathlib import Path
+
+    source = sys.argv[1] if len(sys.argv) > 1 else str(
+        Path(__file__).resolve().parents[2] / "shared/hub-mirror/amazon/bort/resolve/main")
+    print(Tokenizer.from_pretrained(source).explain("Hello world"))
