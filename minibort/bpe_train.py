@@ -25,6 +25,7 @@ import heapq
 import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from itertools import pairwise
 
 import regex
 
@@ -78,7 +79,7 @@ def train_bpe(texts: Iterable[str], vocab_size: int, special_tokens: Sequence[st
     pair_count: Counter[tuple[int, int]] = Counter()    # (a, b) -> how often b follows a, all words
     where: dict[tuple[int, int], set[int]] = {}         # (a, b) -> indices of words that hold it
     for w, (word, f) in enumerate(zip(words, freqs)):
-        for pair in zip(word, word[1:]):
+        for pair in pairwise(word):
             pair_count[pair] += f
             where.setdefault(pair, set()).add(w)
     # Max-heap by count (heapq is a min-heap, so counts are negated); ties go to the smaller pair of
@@ -114,7 +115,7 @@ def train_bpe(texts: Iterable[str], vocab_size: int, special_tokens: Sequence[st
                 continue
             # Take the word's pairs out of the counts, merge, put the new word's pairs back in. Only
             # pairs next to a merge change, but recounting a short word is simpler and as fast.
-            for p in zip(word, word[1:]):
+            for p in pairwise(word):
                 pair_count[p] -= f
                 changed.add(p)
             merged, i, n = [], 0, len(word)
@@ -126,7 +127,7 @@ def train_bpe(texts: Iterable[str], vocab_size: int, special_tokens: Sequence[st
                     merged.append(word[i])
                     i += 1
             words[w] = merged
-            for p in zip(merged, merged[1:]):
+            for p in pairwise(merged):
                 pair_count[p] += f
                 where.setdefault(p, set()).add(w)
                 changed.add(p)

@@ -26,11 +26,13 @@ different numbering. The vocabulary is trained by `train_bpe` (in `bpe_train.py`
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
+from itertools import chain, pairwise
 
 import numpy as np
 import regex
@@ -45,15 +47,15 @@ class TokenizerError(ValueError):
 
 # ---------------------------------------------------------------------------------------------------
 # Step 2: GPT-2's pre-tokenizer. Alternatives are tried left to right at each position:
-PRETOKENIZE_PATTERN = "|".join([
-    r"'s|'t|'re|'ve|'m|'ll|'d",   # English contractions, split off their word: "it's" -> "it", "'s"
-    r" ?\p{L}+",                  # a run of letters (any script), with at most one space in front
-    r" ?\p{N}+",                  # a run of digits/numerals, with at most one space in front
-    r" ?[^\s\p{L}\p{N}]+",        # a run of everything else (punctuation, emoji, symbols), same
-    r"\s+(?!\S)",                 # whitespace, but leave its last space to the word that follows:
+PRETOKENIZE_PATTERN = (
+    r"'s|'t|'re|'ve|'m|'ll|'d"    # English contractions, split off their word: "it's" -> "it", "'s"
+    r"| ?\p{L}+"                  # a run of letters (any script), with at most one space in front
+    r"| ?\p{N}+"                  # a run of digits/numerals, with at most one space in front
+    r"| ?[^\s\p{L}\p{N}]+"        # a run of everything else (punctuation, emoji, symbols), same
+    r"|\s+(?!\S)"                 # whitespace, but leave its last space to the word that follows:
                                   #   "a   b" -> "a", "  ", " b" (so " b" is tokenized like in "a b")
-    r"\s+",                       # whitespace at the very end of the text
-])
+    r"|\s+"                       # whitespace at the very end of the text
+)
 # Notes. The contractions are case-sensitive ("IT'S" -> "IT", "'", "S"), as in GPT-2. `\s` here is the
 # Unicode White_Space property, the same set the Rust reference (Oniguruma) uses; \x1c-\x1f are *not*
 # whitespace for either (Python's str.isspace() says they are, so never use it here). Both read letter
@@ -82,8 +84,9 @@ def bytes_to_unicode() -> dict[int, str]:
     return table
 
 
-def _read_json_no_duplicates(path: str) -> dict:
-    def no_duplicates(pairs: list[tuple[str, object]]) -> dict:
+def _read_json(path: str, no_duplicates: bool = False) -> object:
+    """Parse a JSON file; with no_duplicates, a key that appears twice in an object is an error."""
+    def check_pairs(pairs: list[tuple[str, object]]) -> dict:
         seen: dict = {}
         for key, value in pairs:
             if key in seen:
@@ -93,11 +96,17 @@ def _read_json_no_duplicates(path: str) -> dict:
 
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f, object_pairs_hook=no_duplicates)
+            return json.load(f, object_pairs_hook=check_pairs if no_duplicates else None)
     except FileNotFoundError:
         raise TokenizerError(f"vocab file not found: {path}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise TokenizerError(f"{path}: not valid JSON ({e})") from None
+
+
+def _ids_are_a_range(vocab: dict) -> bool:
+    """True when the vocab's ids are exactly 0..V-1, each once (the bulk check; C speed)."""
+    ids = list(vocab.values())
+    return all(type(i) is int for i in ids) and sorted(ids) == list(range(len(ids)))
 
 
 def _atomic_write(path: str, text: str) -> None:
@@ -111,6 +120,40 @@ def _atomic_write(path: str, text: str) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _diagnose_vocab(vocab: dict) -> None:
+    """Raise a TokenizerError naming the first bad entry of a vocab that failed the bulk check."""
+    owner: dict[int, str] = {}
+    for token, i in vocab.items():
+        if not isinstance(token, str) or type(i) is not int:
+            raise TokenizerError(f"vocab entry {token!r}: {i!r} must map a string to an int")
+        if not 0 <= i < len(vocab):
+            raise TokenizerError(f"vocab entry {token!r} has id {i}, outside 0..{len(vocab) - 1} "
+                                 f"(ids must be exactly 0..V-1 for a vocab of {len(vocab)})")
+        if i in owner:
+            raise TokenizerError(f"vocab: id {i} is used twice, by {owner[i]!r} and {token!r}")
+        owner[i] = token
+    raise AssertionError("unreachable: the vocab passed every check")
+
+
+def _diagnose_merges(vocab: dict, merges: list, where: Callable[[int], str] | None) -> None:
+    """Raise a TokenizerError naming the first bad merge (and where it is) of a list that failed."""
+    where = where or (lambda k: f"merge {k + 1}")
+    seen: dict[tuple[str, str], int] = {}
+    for rank, pair in enumerate(merges):
+        if len(pair) != 2 or not all(isinstance(p, str) for p in pair):
+            raise TokenizerError(f"{where(rank)}: {pair!r} is not a pair of symbols")
+        a, b = pair
+        unknown = [p for p in pair if p not in vocab]
+        if unknown:
+            raise TokenizerError(f"{where(rank)}: '{a} {b}' has a part that is not in the vocab: {unknown}")
+        if a + b not in vocab:
+            raise TokenizerError(f"{where(rank)}: '{a} {b}' makes {a + b!r}, which is not in the vocab")
+        if pair in seen:
+            raise TokenizerError(f"{where(rank)}: '{a} {b}' repeats {where(seen[pair])}")
+        seen[pair] = rank
+    raise AssertionError("unreachable: the merges passed every check")
 
 
 class Tokenizer:
@@ -132,21 +175,13 @@ class Tokenizer:
                  special_tokens: Sequence[str] = SPECIAL_TOKENS, add_prefix_space: bool = False,
                  pair_format: str = "roberta", lstrip_tokens: Sequence[str] = LSTRIP_TOKENS,
                  _where: Callable[[int], str] | None = None) -> None:
-        where = _where or (lambda k: f"merge {k + 1}")   # names merge k in error messages
+        # Loading runs on every start-up, so each check below is first done in bulk (C speed); only
+        # when it fails is the slow loop run that finds and names the culprit.
         # vocab: ids must be exactly 0..V-1, each once.
-        self.decoder: list[str] = [""] * len(vocab)      # id -> token
-        owner: dict[int, str] = {}
-        for token, i in vocab.items():
-            if not isinstance(token, str) or type(i) is not int:
-                raise TokenizerError(f"vocab entry {token!r}: {i!r} must map a string to an int")
-            if not 0 <= i < len(vocab):
-                raise TokenizerError(f"vocab entry {token!r} has id {i}, outside 0..{len(vocab) - 1} "
-                                     f"(ids must be exactly 0..V-1 for a vocab of {len(vocab)})")
-            if i in owner:
-                raise TokenizerError(f"vocab: id {i} is used twice, by {owner[i]!r} and {token!r}")
-            owner[i] = token
-            self.decoder[i] = token
-        self.encoder: dict[str, int] = dict(vocab)        # token -> id
+        if not _ids_are_a_range(vocab):
+            _diagnose_vocab(vocab)
+        self.encoder: dict[str, int] = dict(vocab)                # token -> id
+        self.decoder: list[str] = sorted(vocab, key=vocab.__getitem__)   # id -> token
 
         # The 256 byte symbols must all be there, or some text could not be encoded.
         b2u = bytes_to_unicode()
@@ -156,23 +191,19 @@ class Tokenizer:
         self._byte_ids = [vocab[b2u[b]] for b in range(256)]   # byte value -> id of its symbol
 
         # merges: (id_left, id_right) -> (rank, id_merged); a lower rank is applied first.
-        self.merges: list[tuple[str, str]] = []
-        self._merges: dict[tuple[int, int], tuple[int, int]] = {}
-        for rank, pair in enumerate(merges):
-            if len(pair) != 2:
-                raise TokenizerError(f"{where(rank)}: {pair!r} is not a pair of symbols")
-            a, b = pair
-            ia, ib, iab = vocab.get(a), vocab.get(b), vocab.get(a + b)
-            if ia is None or ib is None:
-                unknown = [s for s, i in ((a, ia), (b, ib)) if i is None]
-                raise TokenizerError(f"{where(rank)}: '{a} {b}' has a part that is not in the vocab: {unknown}")
-            if iab is None:
-                raise TokenizerError(f"{where(rank)}: '{a} {b}' makes {a + b!r}, which is not in the vocab")
-            if (ia, ib) in self._merges:
-                first = self._merges[(ia, ib)][0]
-                raise TokenizerError(f"{where(rank)}: '{a} {b}' repeats {where(first)}")
-            self._merges[(ia, ib)] = (rank, iab)
-            self.merges.append((a, b))
+        self.merges: list[tuple[str, str]] = [tuple(m) for m in merges]
+        try:
+            lefts, rights = zip(*self.merges) if self.merges else ((), ())
+            ids_a, ids_b = list(map(vocab.get, lefts)), list(map(vocab.get, rights))
+            ids_ab = list(map(vocab.get, map(str.__add__, lefts, rights)))
+        except (TypeError, ValueError):
+            ids_a = ids_b = ids_ab = [None]
+        if None in ids_a or None in ids_b or None in ids_ab:
+            _diagnose_merges(vocab, self.merges, _where)
+        self._merges: dict[tuple[int, int], tuple[int, int]] = dict(
+            zip(zip(ids_a, ids_b), zip(range(len(ids_ab)), ids_ab)))  # (all in C: this runs at every load)
+        if len(self._merges) != len(self.merges):
+            _diagnose_merges(vocab, self.merges, _where)
 
         # special tokens: recognised in text by one regex, longest first so that no token is cut short
         # by a shorter one that is its prefix; `<mask>` also matches the whitespace in front of it.
@@ -204,28 +235,40 @@ class Tokenizer:
                    **kwargs) -> Tokenizer:
         """Load `vocab.json` (token -> id) and `merges.txt` ("#version" line, then "left right" per line)."""
         vocab_file, merges_file = os.fspath(vocab_file), os.fspath(merges_file)
-        vocab = _read_json_no_duplicates(vocab_file)
-        if not isinstance(vocab, dict):
-            raise TokenizerError(f"{vocab_file}: expected a JSON object token -> id, got {type(vocab).__name__}")
+        # Loading builds ~150k small objects, which would trigger many full passes of Python's cyclic
+        # garbage collector over them (there are no cycles to find); pausing it halves the load time.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
         try:
-            with open(merges_file, encoding="utf-8") as f:
-                lines = f.read().split("\n")
-        except FileNotFoundError:
-            raise TokenizerError(f"merges file not found: {merges_file}") from None
-        except UnicodeDecodeError as e:
-            raise TokenizerError(f"{merges_file}: not UTF-8 ({e})") from None
-        merges: list[tuple[str, ...]] = []
-        line_of: list[int] = []                    # rank -> 1-based line number, for error messages
-        for n, line in enumerate(lines, 1):
-            if not line or (n == 1 and line.startswith("#version")):
-                continue
-            pair = tuple(line.split(" "))
-            if len(pair) != 2 or not all(pair):
-                raise TokenizerError(f"{merges_file} line {n}: expected two symbols separated by one "
-                                     f"space, got {line!r}")
-            merges.append(pair)
-            line_of.append(n)
-        return cls(vocab, merges, _where=lambda k: f"{merges_file} line {line_of[k]}", **kwargs)
+            vocab = _read_json(vocab_file)
+            if not isinstance(vocab, dict):
+                raise TokenizerError(f"{vocab_file}: expected a JSON object token -> id, "
+                                     f"got {type(vocab).__name__}")
+            if not _ids_are_a_range(vocab):   # a token written twice leaves a hole in the ids: name it
+                _read_json(vocab_file, no_duplicates=True)
+            try:
+                with open(merges_file, encoding="utf-8") as f:
+                    lines = f.read().split("\n")
+            except FileNotFoundError:
+                raise TokenizerError(f"merges file not found: {merges_file}") from None
+            except UnicodeDecodeError as e:
+                raise TokenizerError(f"{merges_file}: not UTF-8 ({e})") from None
+            # "#version: 0.2" first, then one "left right" per line; blank lines (the last one) are skipped
+            first = 1 if lines[0].startswith("#version") else 0
+            merges = [tuple(line.split(" ")) for line in lines[first:] if line]
+
+            def where(k: int) -> str:          # "file line n" for merge k; only needed for an error
+                numbers = [n for n, line in enumerate(lines[first:], first + 1) if line]
+                return f"{merges_file} line {numbers[k]}"
+
+            if set(map(len, merges)) - {2} or "" in chain.from_iterable(merges):
+                k = next(k for k, pair in enumerate(merges) if len(pair) != 2 or "" in pair)
+                raise TokenizerError(f"{where(k)}: expected two symbols separated by one space, "
+                                     f"got {' '.join(merges[k])!r}")
+            return cls(vocab, merges, _where=where, **kwargs)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
 
     @classmethod
     def from_pretrained(cls, path_or_repo_id: str | os.PathLike, revision: str = "main",
@@ -235,7 +278,7 @@ class Tokenizer:
         if os.path.isdir(path):
             files = [os.path.join(path, name) for name in ("vocab.json", "merges.txt")]
         else:
-            from .hub import resolve_file   # lazily: only a repo id needs the hub
+            from .hub import resolve_file  # lazily: only a repo id needs the hub
             files = [resolve_file(path, name, revision=revision) for name in ("vocab.json", "merges.txt")]
         return cls.from_files(*files, **kwargs)
 
@@ -262,7 +305,7 @@ class Tokenizer:
         merges = self._merges
         while len(word_ids) > 1:
             best_rank, best = None, None
-            for pair in zip(word_ids, word_ids[1:]):
+            for pair in pairwise(word_ids):
                 m = merges.get(pair)
                 if m is not None and (best_rank is None or m[0] < best_rank):
                     best_rank, best = m[0], pair
@@ -443,7 +486,7 @@ class Tokenizer:
         keeps budget // 2, and the odd token goes to the longer one (to B when they are equal)."""
         if n_a + n_b <= budget:
             return n_a, n_b
-        short, long_ = sorted((n_a, n_b))
+        short = min(n_a, n_b)
         keep_short, keep_long = short, max(short, budget - short)
         if keep_short + keep_long > budget:
             keep_short, keep_long = budget // 2, budget // 2 + budget % 2
@@ -559,11 +602,11 @@ class Tokenizer:
                 lines.append(f"2. pre-tokens (GPT-2 regex) of {segment!r}: {words}")
                 for word in words:
                     data = word.encode("utf-8")
-                    lines.append(f"3.   {word!r}: UTF-8 bytes {' '.join(f'{b:02x}' for b in data)}"
+                    lines.append(f"3-4. {word!r}: UTF-8 bytes {' '.join(f'{b:02x}' for b in data)}"
                                  f" -> symbols {' '.join(b2u[b] for b in data)}")
                     trace: list[str] = []
                     word_ids = self._bpe(word, trace)
-                    lines += ["4." + t[2:] for t in trace] or ["4.     no merge applies"]
+                    lines += trace or ["      no merge applies"]
                     lines.append(f"      -> tokens {[self.decoder[i] for i in word_ids]} ids {list(word_ids)}")
                     ids += word_ids
         finally:
@@ -593,15 +636,34 @@ class Tokenizer:
 
 
 # Training lives in its own file; it builds a Tokenizer, so it is imported after the class exists.
-from .bpe_train import train_bpe  # noqa: E402
+from .bpe_train import train_bpe
 
-__all__ = ["Tokenizer", "TokenizerError", "train_bpe", "bytes_to_unicode", "PRETOKENIZE_PATTERN", "SPECIAL_TOKENS"]
+__all__ = ["PRETOKENIZE_PATTERN", "SPECIAL_TOKENS", "Tokenizer", "TokenizerError", "bytes_to_unicode", "train_bpe"]
 
 
 if __name__ == "__main__":
+    # python -m minibort.tokenizer [dir or repo id]   (default: ../shared's copy of roberta-base's files)
     import sys
     from pathlib import Path
 
     source = sys.argv[1] if len(sys.argv) > 1 else str(
         Path(__file__).resolve().parents[2] / "shared/hub-mirror/amazon/bort/resolve/main")
     print(Tokenizer.from_pretrained(source).explain("Hello world"))
+# text: 'Hello world'
+# 1. special tokens found in the text:
+#    none
+# 2. pre-tokens (GPT-2 regex) of 'Hello world': ['Hello', ' world']
+# 3-4. 'Hello': UTF-8 bytes 48 65 6c 6c 6f -> symbols H e l l o
+#       merge 'l' + 'l' (rank 41) -> H e ll o
+#       merge 'e' + 'll' (rank 439) -> H ell o
+#       merge 'ell' + 'o' (rank 10853) -> H ello
+#       merge 'H' + 'ello' (rank 15240) -> Hello
+#       -> tokens ['Hello'] ids [31414]
+# 3-4. ' world': UTF-8 bytes 20 77 6f 72 6c 64 -> symbols Ġ w o r l d
+#       merge 'Ġ' + 'w' (rank 10) -> Ġw o r l d
+#       merge 'o' + 'r' (rank 17) -> Ġw or l d
+#       merge 'l' + 'd' (rank 79) -> Ġw or ld
+#       merge 'Ġw' + 'or' (rank 220) -> Ġwor ld
+#       merge 'Ġwor' + 'ld' (rank 739) -> Ġworld
+#       -> tokens ['Ġworld'] ids [232]
+# 5. with <s> ... </s>: [0, 31414, 232, 2]
