@@ -21,9 +21,9 @@ def test_erf_float64_matches_math_erf_on_a_dense_grid():
 
 
 def test_erf_float32_error_is_well_under_a_micro():
-    x = np.linspace(-8, 8, 200_001)
-    want = np.array([math.erf(v) for v in x])
-    got = L.erf(x.astype(np.float32))
+    x = np.linspace(-8, 8, 200_001).astype(np.float32)
+    want = np.array([math.erf(float(v)) for v in x])
+    got = L.erf(x)
     assert got.dtype == np.float32
     err = np.abs(got.astype(np.float64) - want).max()
     print(f"erf float32 max error {err:.2e}")
@@ -34,6 +34,16 @@ def test_erf_float32_error_is_well_under_a_micro():
 @given(st.floats(-50, 50, allow_nan=False))
 def test_erf_any_float(v):
     assert abs(L.erf(np.array([v]))[0] - math.erf(v)) < 1e-15
+
+
+def test_normal_cdf_float32_is_within_float32_rounding():
+    x = np.linspace(-8, 8, 200_001).astype(np.float32)
+    want = np.array([0.5 * (1 + math.erf(float(v) / math.sqrt(2))) for v in x])
+    got = L.normal_cdf(x)
+    assert got.dtype == np.float32
+    err = np.abs(got.astype(np.float64) - want).max()
+    print(f"Phi float32 max error {err:.2e}")
+    assert err < 3e-7
 
 
 def test_gelu_is_exact_erf_form():
