@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import gc
 import json
+import operator
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
@@ -444,13 +445,13 @@ class Tokenizer:
             self._token_bytes_list = table
         return self._token_bytes_list
 
-    def _check_id(self, i, position: int) -> int:
+    def _check_id(self, value: object, position: int) -> int:
         try:
-            i = int(i) if not isinstance(i, (bool, float)) else None
-        except (TypeError, ValueError):
-            i = None
-        if i is None or not 0 <= i < len(self.decoder):
-            raise TokenizerError(f"id {i!r} at position {position} is not in the vocabulary "
+            i = operator.index(value)    # ints and NumPy ints; not floats, not strings
+        except TypeError:
+            raise TokenizerError(f"id {value!r} at position {position} is not an integer") from None
+        if not 0 <= i < len(self.decoder):
+            raise TokenizerError(f"id {i} at position {position} is not in the vocabulary "
                                  f"(ids are 0..{len(self.decoder) - 1})")
         return i
 
