@@ -235,7 +235,7 @@ def download_url(url: str, dest: str | os.PathLike, sha256: str | None = None, p
             failures = 0 if grew else failures + 1     # count only attempts that made no progress
             last_error = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
             if failures >= retries:
-                raise HubError(f"cannot download {url} ({last_error}; {retries} attempts)", url=url) from None
+                raise HubError(f"cannot download {url} ({last_error}; {retries} attempts).", url=url) from None
             time.sleep(0.25 * 2 ** failures)
 
     got = part.stat().st_size

@@ -1,0 +1,272 @@
+"""minibort.hub against a real HTTP server on 127.0.0.1 started by the tests.
+
+The server serves ../shared/hub-mirror (amazon/bort's config and tokenizer files, laid out as the hub
+serves them) when it is present, and files the tests write. It speaks HTTP Range, and can send the
+hub's sha256 headers, redirect like the hub does for large files, drop the connection mid-transfer
+and answer 404.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minibort import BortForMaskedLM
+from minibort.hub import HubError, cache_root, cached_path, hf_hub_download, resolve_file, verify_cached
+
+MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "hub-mirror"
+REPO = "amazon/bort"
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    """GET/HEAD for files under the server's roots, with Range, sha256 headers, redirects and drops."""
+
+    def log_message(self, *args) -> None:       # keep test output quiet
+        pass
+
+    def do_GET(self) -> None:
+        srv = self.server
+        srv.requests.append((self.path, dict(self.headers)))
+        path = self.path
+        if path.startswith("/cdn/"):               # the redirect target: the real bytes
+            path = path[len("/cdn"):]
+        elif srv.redirect and "/resolve/" in path:  # the hub redirects LFS files, with their sha256
+            file = srv.find(path)
+            if file is None:
+                return self.send_error(404)
+            self.send_response(302)
+            self.send_header("Location", "/cdn" + path)
+            self.send_header("X-Linked-Etag", f'"{srv.sha_override or _sha(file)}"')
+            self.send_header("X-Linked-Size", str(file.stat().st_size))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
+        file = srv.find(path)
+        if file is None:
+            return self.send_error(404)
+        data = file.read_bytes()
+        start = 0
+        rng = self.headers.get("Range")
+        if rng and rng.startswith("bytes=") and rng.endswith("-"):
+            start = int(rng[len("bytes="):-1])
+            if start >= len(data):
+                return self.send_error(416)
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(data) - start))
+        if srv.send_sha and not srv.redirect:
+            self.send_header("ETag", f'"{srv.sha_override or _sha(file)}"')
+        self.end_headers()
+        body = data[start:]
+        if srv.drops > 0 and len(body) > srv.drop_after:
+            srv.drops -= 1
+            self.wfile.write(body[:srv.drop_after])
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)   # the client sees fewer bytes than promised
+            return None
+        self.wfile.write(body)
+        return None
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, roots: list[Path]) -> None:
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.roots, self.requests = roots, []
+        self.send_sha, self.sha_override, self.redirect = False, None, False
+        self.drops, self.drop_after = 0, 0
+
+    def find(self, url_path: str) -> Path | None:
+        rel = url_path.lstrip("/")
+        if ".." in rel.split("/"):
+            return None
+        for root in self.roots:
+            if (root / rel).is_file():
+                return root / rel
+        return None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+@pytest.fixture
+def served(tmp_path) -> Path:
+    """Files the tests add to what the server serves (the mirror's, or stand-ins where it is absent)."""
+    d = tmp_path / "served"
+    main = d / REPO / "resolve" / "main"
+    main.mkdir(parents=True)
+    if not (MIRROR / REPO / "resolve" / "main" / "vocab.json").is_file():
+        (main / "config.json").write_text('{"model_type": "bert"}\n')
+        (main / "vocab.json").write_text('{"<s>": 0}\n' * 50_000)
+    rng = np.random.default_rng(0)
+    (main / "blob.bin").write_bytes(rng.integers(0, 256, 3 * 2 ** 20 + 123, dtype=np.uint8).tobytes())
+    return d
+
+
+@pytest.fixture
+def server(served, tmp_path, monkeypatch):
+    srv = Server([MIRROR, served])
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    monkeypatch.setenv("HF_ENDPOINT", srv.url)
+    monkeypatch.setenv("MINIBORT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MINIBORT_HUB_TIMEOUT", "3")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def source(srv: Server, name: str) -> Path:
+    return srv.find(f"/{REPO}/resolve/main/{name}")
+
+
+def test_download_with_progress_then_cache_without_network(server, capfd):
+    path = hf_hub_download(REPO, "vocab.json")
+    assert Path(path).read_bytes() == source(server, "vocab.json").read_bytes()
+    assert Path(path).parent == cache_root() / REPO / "main"
+    assert "vocab.json" in capfd.readouterr().err                  # tqdm's bar names the file
+    assert Path(path + ".meta.json").is_file()
+    server.shutdown()
+    server.server_close()                                         # no network from here on
+    t = time.time()
+    assert hf_hub_download(REPO, "vocab.json") == path
+    assert time.time() - t < 2
+
+
+def test_server_sha256_is_checked(server):
+    server.send_sha = True
+    path = hf_hub_download(REPO, "blob.bin")
+    assert '"sha256_checked": true' in Path(path + ".meta.json").read_text()
+    server.sha_override = "0" * 64                                  # the server now claims another hash
+    with pytest.raises(HubError, match="sha256"):
+        hf_hub_download(REPO, "config.json")
+    assert not cached_path(REPO, "config.json").exists()
+
+
+def test_hub_style_redirect_with_linked_sha256(server):
+    server.redirect = True
+    path = hf_hub_download(REPO, "blob.bin")
+    assert Path(path).read_bytes() == source(server, "blob.bin").read_bytes()
+    assert any(p.startswith("/cdn/") for p, _ in server.requests)
+    server.sha_override = "f" * 64
+    with pytest.raises(HubError, match="sha256"):
+        hf_hub_download(REPO, "config.json")
+
+
+def test_interrupted_transfer_is_resumed_with_range(server):
+    server.drops, server.drop_after = 2, 2 ** 20 + 7
+    server.send_sha = True
+    path = hf_hub_download(REPO, "blob.bin")
+    assert Path(path).read_bytes() == source(server, "blob.bin").read_bytes()
+    ranges = [h.get("Range") for _, h in server.requests if h.get("Range")]
+    print("requests:", [(p, h.get("Range")) for p, h in server.requests])
+    assert ranges[:2] == [f"bytes={2 ** 20 + 7}-", f"bytes={2 * (2 ** 20 + 7)}-"]
+    assert not Path(path + ".incomplete").exists()
+
+
+def test_corrupted_cache_is_detected_and_fetched_again(server):
+    path = Path(hf_hub_download(REPO, "blob.bin"))
+    raw = bytearray(path.read_bytes())
+    raw[1000] ^= 0xFF                                              # a bit-flipped cached file
+    path.write_bytes(bytes(raw))
+    assert not verify_cached(path)                                 # ... is refused (and removed)
+    n = len(server.requests)
+    assert hf_hub_download(REPO, "blob.bin") == str(path)
+    assert len(server.requests) == n + 1
+    assert path.read_bytes() == source(server, "blob.bin").read_bytes()
+    path.write_bytes(path.read_bytes()[:-10])                      # a truncated one too
+    hf_hub_download(REPO, "blob.bin")
+    assert path.read_bytes() == source(server, "blob.bin").read_bytes()
+
+
+def test_404_names_url_and_manual_placement(server):
+    t = time.time()
+    with pytest.raises(HubError) as e:
+        hf_hub_download(REPO, "no_such_file.bin")
+    assert time.time() - t < 3
+    msg = str(e.value)
+    print(msg)
+    assert e.value.status == 404
+    assert f"{server.url}/{REPO}/resolve/main/no_such_file.bin" in msg
+    assert "by hand" in msg and str(cache_root() / REPO / "main") in msg
+
+
+def test_unreachable_endpoint_fails_fast(tmp_path, monkeypatch):
+    with socket.socket() as s:                                     # a port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("MINIBORT_CACHE", str(tmp_path))
+    t = time.time()
+    with pytest.raises(HubError) as e:
+        hf_hub_download(REPO, "config.json")
+    elapsed = time.time() - t
+    print(f"{elapsed:.2f} s: {e.value}")
+    assert elapsed < 5
+    assert f"http://127.0.0.1:{port}/{REPO}/resolve/main/config.json" in str(e.value)
+    assert "by hand" in str(e.value)
+
+
+def test_cache_location_from_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv("MINIBORT_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_root() == tmp_path / "xdg" / "minibort"
+    monkeypatch.setenv("MINIBORT_CACHE", str(tmp_path / "mine"))
+    assert cache_root() == tmp_path / "mine"
+    assert cache_root(tmp_path / "arg") == tmp_path / "arg"
+    assert cached_path("a/b", "x/y.json", "refs/pr/1", tmp_path) == tmp_path / "a/b/refs--pr--1/x/y.json"
+
+
+@pytest.mark.parametrize("repo, name", [("../etc", "passwd"), ("a/b", "../../x"), ("a/b", "/abs"), ("a/b/c", "x")])
+def test_names_cannot_escape_the_cache(tmp_path, repo, name):
+    with pytest.raises(HubError):
+        hf_hub_download(repo, name, cache_dir=tmp_path)
+
+
+def test_resolve_file_local_folder_and_hub(server, tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "vocab.json").write_text("{}")
+    assert resolve_file(str(tmp_path / "model"), "vocab.json") == str(tmp_path / "model" / "vocab.json")
+    with pytest.raises(FileNotFoundError, match=r"merges\.txt"):
+        resolve_file(str(tmp_path / "model"), "merges.txt")
+    with pytest.raises(FileNotFoundError):
+        resolve_file(str(tmp_path / "missing"), "vocab.json")
+    assert Path(resolve_file(REPO, "vocab.json")).read_bytes() == source(server, "vocab.json").read_bytes()
+
+
+def test_from_pretrained_through_the_hub(server, served, tmp_path):
+    from test_checkpoint import tiny_state
+
+    from minibort.checkpoint import save_torch_zip
+    cfg, state = tiny_state()
+    st_dir = served / "test" / "tiny" / "resolve" / "main"
+    BortForMaskedLM(cfg, state).save_pretrained(st_dir)
+    bin_dir = served / "test" / "tiny-bin" / "resolve" / "main"
+    bin_dir.mkdir(parents=True)
+    shutil.copy(st_dir / "config.json", bin_dir)
+    save_torch_zip(state, bin_dir / "pytorch_model.bin")
+    ids = np.array([[0, 5, 9, 2]])
+    want = BortForMaskedLM(cfg, state)(ids)
+    for repo in ("test/tiny", "test/tiny-bin"):                   # the second falls back to the .bin
+        got = BortForMaskedLM.from_pretrained(repo)(ids)
+        np.testing.assert_array_equal(got, want)
+    assert os.path.isfile(cached_path("test/tiny-bin", "pytorch_model.bin"))
