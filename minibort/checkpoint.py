@@ -64,7 +64,7 @@ def warn_untrained_mlm_head(source: str) -> None:
         UserWarning, stacklevel=3)
 
 
-def _decoder_is_untied(state: dict[str, np.ndarray]) -> bool:
+def decoder_is_untied(state: dict[str, np.ndarray]) -> bool:
     """True if the file stores a decoder weight that differs from its word embeddings."""
     dec = state.get("cls.predictions.decoder.weight")
     emb = state.get("bert.embeddings.word_embeddings.weight")
@@ -610,7 +610,7 @@ def load_state_dict(path: str | os.PathLike, dtype: np.dtype | type | None = np.
         return safetensors.load_file(path, dtype=dtype)
     if kind == "torch-zip":
         state = load_torch_zip(path, dtype=dtype)
-        if _decoder_is_untied(state):
+        if decoder_is_untied(state):
             warn_untrained_mlm_head(path)
         return state
     if kind == "mxnet":
