@@ -63,6 +63,9 @@ PRETOKENIZE_PATTERN = (
 # and digit classes from their own Unicode tables: they agree on every character assigned by Unicode
 # 14, and differ only on a few newer ones the two libraries' tables do not share.
 _PRETOKENIZE = regex.compile(PRETOKENIZE_PATTERN)
+# That whitespace (Unicode's White_Space property), as a set: what `<mask>` swallows in front of it.
+WHITESPACE = frozenset("\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
+                       "\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
 
 
 # Step 3: bytes <-> printable characters.
@@ -207,7 +210,8 @@ class Tokenizer:
             _diagnose_merges(vocab, self.merges, _where)
 
         # special tokens: recognised in text by one regex, longest first so that no token is cut short
-        # by a shorter one that is its prefix; `<mask>` also matches the whitespace in front of it.
+        # by a shorter one that is its prefix. (A plain list of literals: searching it is ~10x faster
+        # than with `\s*` in front of <mask>, so the whitespace <mask> swallows is found by hand.)
         for t in special_tokens:
             if t not in vocab:
                 raise TokenizerError(f"special token {t!r} is not in the vocab")
@@ -216,8 +220,7 @@ class Tokenizer:
         self.special_tokens = tuple(special_tokens)
         self.all_special_ids = frozenset(vocab[t] for t in special_tokens)
         self.lstrip_tokens = tuple(t for t in lstrip_tokens if t in self.special_tokens)
-        alternatives = [(r"\s*" if t in self.lstrip_tokens else "") + regex.escape(t)
-                        for t in sorted(self.special_tokens, key=len, reverse=True)]
+        alternatives = [regex.escape(t) for t in sorted(self.special_tokens, key=len, reverse=True)]
         self._special_re = regex.compile("|".join(alternatives)) if alternatives else None
 
         ids = {t: vocab.get(t) if t in self.special_tokens else None for t in SPECIAL_TOKENS}
@@ -332,20 +335,27 @@ class Tokenizer:
         return ids
 
     def _segments(self, text: str) -> Iterable[tuple[int, int, int | None]]:
-        """Step 1: (start, end, special id or None) for the stretches of text; specials are their own."""
+        """Step 1: (start, end, special id or None) for the stretches of text; specials are their own.
+
+        An lstrip token (<mask>) starts at the first of the whitespace characters right before it,
+        as in Rust: "is <mask>." -> "is", " <mask>", "."."""
         pos = 0
         if self._special_re is not None:
             for m in self._special_re.finditer(text):
-                if m.start() > pos:
-                    yield pos, m.start(), None
-                yield m.start(), m.end(), self.encoder[m.group().lstrip()]   # lstrip: drop swallowed space
+                start, token = m.start(), m.group()
+                if token in self.lstrip_tokens:
+                    while start > pos and text[start - 1] in WHITESPACE:
+                        start -= 1
+                if start > pos:
+                    yield pos, start, None
+                yield start, m.end(), self.encoder[token]
                 pos = m.end()
         if pos < len(text):
             yield pos, len(text), None
 
     def _encode_ordinary(self, segment: str) -> list[int]:
         """Steps 2-4 on text without special tokens: the hot loop, so kept bare."""
-        if self.add_prefix_space and not segment.startswith(" "):
+        if self.add_prefix_space and segment and not segment.startswith(" "):
             segment = " " + segment
         cache, ids = self._cache, []
         for word in _PRETOKENIZE.findall(segment):      # one regex pass over the whole segment
@@ -357,6 +367,8 @@ class Tokenizer:
         if not isinstance(text, str):
             raise TokenizerError(f"expected text as str, got {type(text).__name__}: {text!r:.80}")
         try:
+            if not offsets and (self._special_re is None or self._special_re.search(text) is None):
+                return self._encode_ordinary(text), None          # the common case: no special tokens
             if not offsets:
                 ids: list[int] = []
                 for start, end, special in self._segments(text):

@@ -321,3 +321,12 @@ def test_save_pretrained_roundtrip(tmp_path, small):
     assert again.get_vocab() == small.get_vocab() and again.merges == small.merges
     assert again.encode(TRAINING_TEXT) == small.encode(TRAINING_TEXT)
     assert (tmp_path / "saved" / "merges.txt").read_text(encoding="utf-8").startswith("#version: 0.2\n")
+
+
+def test_whitespace_set_is_the_regex_one():
+    # what <mask> swallows must be exactly what the pre-tokenizer's \s matches (Unicode White_Space),
+    # which is not str.isspace(): that also counts \x1c-\x1f
+    from minibort.tokenizer import WHITESPACE
+    every_character = "".join(map(chr, range(0x110000)))
+    assert WHITESPACE == set(regex.findall(r"\s", every_character))
+    assert "\x1c" not in WHITESPACE and "\x1c".isspace()
