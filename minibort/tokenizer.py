@@ -160,6 +160,16 @@ def _diagnose_merges(vocab: dict, merges: list, where: Callable[[int], str] | No
     raise AssertionError("unreachable: the merges passed every check")
 
 
+def _as_list(texts: object, name: str) -> list:
+    """A batch argument as a list: one str is a batch of one; any other iterable (list, tuple, array)."""
+    if isinstance(texts, str):
+        return [texts]
+    try:
+        return list(texts)
+    except TypeError:
+        raise TokenizerError(f"{name}: expected a str or a sequence of str, got {type(texts).__name__}") from None
+
+
 class Tokenizer:
     """Byte-level BPE with RoBERTa's special tokens: `encode`, `decode`, a batch `__call__`, `explain`.
 
@@ -515,12 +525,8 @@ class Tokenizer:
         padding: True/"longest" pads to the longest row, "max_length" to max_length, False needs
         rows of equal length. truncation: cut each row to max_length, a pair longest-first.
         """
-        if isinstance(texts, str):
-            texts = [texts]
-        if isinstance(pairs, str):
-            pairs = [pairs]
-        if not isinstance(texts, Sequence):
-            raise TokenizerError(f"expected a str or a sequence of str, got {type(texts).__name__}")
+        texts = _as_list(texts, "texts")
+        pairs = None if pairs is None else _as_list(pairs, "pairs")
         if pairs is not None and len(pairs) != len(texts):
             raise TokenizerError(f"got {len(texts)} texts but {len(pairs)} pairs")
         if add_special_tokens:

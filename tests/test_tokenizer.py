@@ -240,6 +240,9 @@ def test_non_str_input(small):
             small.encode(bad)
     with pytest.raises(TokenizerError, match="batch item 1"):
         small(["ok", 3])
+    with pytest.raises(TokenizerError, match="texts: expected a str or a sequence of str, got int"):
+        small(3)
+    assert small(np.array(["ok", "fine"]))["input_ids"].tolist() == small(["ok", "fine"])["input_ids"].tolist()
     with pytest.raises(TokenizerError, match="str"):
         small.explain(3.0)
 
