@@ -33,7 +33,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
-from itertools import chain, pairwise
+from itertools import pairwise, repeat
 
 import numpy as np
 import regex
@@ -258,8 +258,6 @@ class Tokenizer:
             if not isinstance(vocab, dict):
                 raise TokenizerError(f"{vocab_file}: expected a JSON object token -> id, "
                                      f"got {type(vocab).__name__}")
-            if not _ids_are_a_range(vocab):   # a token written twice leaves a hole in the ids: name it
-                _read_json(vocab_file, no_duplicates=True)
             try:
                 with open(merges_file, encoding="utf-8") as f:
                     lines = f.read().split("\n")
@@ -269,17 +267,25 @@ class Tokenizer:
                 raise TokenizerError(f"{merges_file}: not UTF-8 ({e})") from None
             # "#version: 0.2" first, then one "left right" per line; blank lines (the last one) are skipped
             first = 1 if lines[0].startswith("#version") else 0
-            merges = [tuple(line.split(" ")) for line in lines[first:] if line]
+            body = [line for line in lines[first:] if line]
 
             def where(k: int) -> str:          # "file line n" for merge k; only needed for an error
                 numbers = [n for n, line in enumerate(lines[first:], first + 1) if line]
                 return f"{merges_file} line {numbers[k]}"
 
-            if set(map(len, merges)) - {2} or "" in chain.from_iterable(merges):
-                k = next(k for k, pair in enumerate(merges) if len(pair) != 2 or "" in pair)
-                raise TokenizerError(f"{where(k)}: expected two symbols separated by one space, "
-                                     f"got {' '.join(merges[k])!r}")
-            return cls(vocab, merges, _where=where, **kwargs)
+            # Split all lines at once (in C): valid when every line has exactly one space, and no
+            # symbol is empty.
+            parts = " ".join(body).split(" ") if body else []
+            if set(map(str.count, body, repeat(" "))) - {1} or "" in parts:
+                k = next(k for k, line in enumerate(body) if line.count(" ") != 1 or "" in line.split(" "))
+                raise TokenizerError(f"{where(k)}: expected two symbols separated by one space, got {body[k]!r}")
+            merges = list(zip(parts[0::2], parts[1::2]))
+            try:
+                return cls(vocab, merges, _where=where, **kwargs)
+            except TokenizerError:
+                if not _ids_are_a_range(vocab):    # a token written twice leaves a hole in the ids:
+                    _read_json(vocab_file, no_duplicates=True)   # name it, if that is what happened
+                raise
         finally:
             if gc_was_enabled:
                 gc.enable()
