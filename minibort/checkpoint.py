@@ -201,11 +201,30 @@ def _rebuild_parameter(data: object, requires_grad: object = False, backward_hoo
     return data
 
 
+class _Callable:
+    """What `find_class` hands out for a callable: it can be called (REDUCE) but not modified.
+
+    Handing out the functions themselves would let a pickle's BUILD opcode set attributes on them,
+    e.g. `_rebuild_tensor_v2.__defaults__`, changing this module for the rest of the process.
+    """
+
+    __slots__ = ("fn", "name")
+
+    def __init__(self, name: str, fn: object) -> None:
+        self.name, self.fn = name, fn
+
+    def __call__(self, *args: object) -> object:
+        return self.fn(*args)
+
+    def __setstate__(self, state: object) -> None:
+        raise CheckpointError(f"data.pkl tries to set attributes of {self.name}")
+
+
 # (module, name) -> the object `find_class` returns. Nothing else is reachable from the pickle.
 _ALLOWED_GLOBALS: dict[tuple[str, str], object] = {
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("collections", "OrderedDict"): _Callable("collections.OrderedDict", collections.OrderedDict),
+    ("torch._utils", "_rebuild_tensor_v2"): _Callable("torch._utils._rebuild_tensor_v2", _rebuild_tensor_v2),
+    ("torch._utils", "_rebuild_parameter"): _Callable("torch._utils._rebuild_parameter", _rebuild_parameter),
     **{("torch", name): _StorageType(name, dt) for name, dt in TORCH_STORAGES.items()},
 }
 

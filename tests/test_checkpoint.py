@@ -303,6 +303,16 @@ def test_rebuild_with_fake_storage_is_refused(tmp_path):
         load_state_dict(tmp_path / "m.bin")
 
 
+def test_build_cannot_modify_allowed_functions(tmp_path):
+    # GLOBAL _rebuild_tensor_v2, then BUILD with slot state {"__defaults__": (1,)}: would patch our module.
+    pkl = b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\nN}X\x0c\x00\x00\x00__defaults__K\x01\x85s\x86b."
+    zip_pickle(tmp_path / "m.bin", pkl)
+    before = ckpt._rebuild_tensor_v2.__defaults__
+    with pytest.raises(CheckpointError, match="set attributes"):
+        load_state_dict(tmp_path / "m.bin")
+    assert ckpt._rebuild_tensor_v2.__defaults__ == before
+
+
 def test_huge_memo_index_is_refused(tmp_path):
     zip_pickle(tmp_path / "m.bin", b"\x80\x02}r\xff\xff\xff\xff.")          # LONG_BINPUT 4294967295
     with pytest.raises(CheckpointError, match="memo index"):
