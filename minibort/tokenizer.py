@@ -3,7 +3,7 @@
 Text becomes ids in five steps, each a few lines below:
 
 1. special tokens written in the text ("<s>", "</s>", "<mask>", ...) are cut out and become their ids;
-   `<mask>` also swallows the whitespace in front of it ("is <mask>" -> " is", "<mask>").
+   `<mask>` also swallows the whitespace in front of it ("is <mask>" -> "is", "<mask>").
 2. each remaining stretch of text is split into words by GPT-2's regex (`PRETOKENIZE_PATTERN`):
    "Hello world!" -> "Hello", " world", "!". A word keeps the space in front of it.
 3. each word is turned into its UTF-8 bytes, and each byte into one printable character
