@@ -10,6 +10,8 @@ Where things go and come from:
 - Cache: `$MINIBORT_CACHE` if set, else `$XDG_CACHE_HOME/minibort`, else `~/.cache/minibort`; a file
   lands in `<cache>/<repo_id>/<revision>/<filename>`, beside a sidecar `<filename>.meta.json`
   holding its size and sha256.
+- Time-outs: `MINIBORT_HUB_TIMEOUT` seconds (default 5) to connect and for each read; a stalled
+  read is retried, resuming where it stopped. `HF_HUB_OFFLINE=1` never touches the network.
 - Offline: a cached file is used without any network access. Or place the files by hand: put
   them in a folder and pass the folder's path instead of the repository id (every loader accepts
   either), or put them in the cache folder above (a hand-placed file without a sidecar is used as is).
@@ -40,7 +42,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
-TIMEOUT = 10.0          # seconds, for connecting and for each read
+TIMEOUT = 5.0           # seconds, for connecting and for each read (a stalled read resumes by Range)
 RETRIES = 3             # attempts in a row that make no progress before giving up
 CHUNK = 1 << 20         # bytes per read
 # The files a Bort model folder holds, for the "place them by hand" hint.
@@ -103,11 +105,14 @@ def hf_hub_download(repo_id: str, filename: str, revision: str = "main",
         return str(dest)
     rev = urllib.parse.quote(revision, safe="")
     url = f"{endpoint()}/{repo_id}/resolve/{rev}/{urllib.parse.quote(filename)}"
+    hint = (f" To work offline, download the files by hand ({', '.join(MODEL_FILES)}) into a "
+            f"folder and pass its path instead of {repo_id!r}, or put {filename} into {dest.parent}/.")
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+        raise HubError(f"HF_HUB_OFFLINE is set and {filename} of {repo_id} is not in the cache "
+                       f"(it would come from {url}).{hint}", url=url)
     try:
         return download_url(url, dest, progress=progress)
     except HubError as e:
-        hint = (f" To work offline, download the files by hand ({', '.join(MODEL_FILES)}) into a "
-                f"folder and pass its path instead of {repo_id!r}, or put {filename} into {dest.parent}/.")
         raise HubError(str(e) + hint, url=e.url, status=e.status) from None
 
 

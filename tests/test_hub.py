@@ -56,7 +56,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         data = file.read_bytes()
         start = 0
         rng = self.headers.get("Range")
-        if rng and rng.startswith("bytes=") and rng.endswith("-"):
+        if rng and srv.honor_range and rng.startswith("bytes=") and rng.endswith("-"):
             start = int(rng[len("bytes="):-1])
             if start >= len(data):
                 return self.send_error(416)
@@ -90,7 +90,7 @@ class Server(http.server.ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), Handler)
         self.roots, self.requests = roots, []
         self.send_sha, self.sha_override, self.redirect = False, None, False
-        self.drops, self.drop_after = 0, 0
+        self.drops, self.drop_after, self.honor_range = 0, 0, True
 
     def find(self, url_path: str) -> Path | None:
         rel = url_path.lstrip("/")
@@ -181,6 +181,23 @@ def test_interrupted_transfer_is_resumed_with_range(server):
     print("requests:", [(p, h.get("Range")) for p, h in server.requests])
     assert ranges[:2] == [f"bytes={2 ** 20 + 7}-", f"bytes={2 * (2 ** 20 + 7)}-"]
     assert not Path(path + ".incomplete").exists()
+
+
+def test_server_ignoring_range_restarts_from_zero(server):
+    server.drops, server.drop_after, server.honor_range = 1, 2 ** 20, False
+    path = hf_hub_download(REPO, "blob.bin")
+    assert Path(path).read_bytes() == source(server, "blob.bin").read_bytes()
+    assert len(server.requests) == 2 and server.requests[1][1].get("Range") == f"bytes={2 ** 20}-"
+
+
+def test_offline_mode_uses_cache_only(server, monkeypatch):
+    path = hf_hub_download(REPO, "config.json")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    n = len(server.requests)
+    assert hf_hub_download(REPO, "config.json") == path
+    with pytest.raises(HubError, match="HF_HUB_OFFLINE"):
+        hf_hub_download(REPO, "vocab.json")
+    assert len(server.requests) == n
 
 
 def test_corrupted_cache_is_detected_and_fetched_again(server):
