@@ -65,12 +65,11 @@ def write_safetensors(state: dict[str, np.ndarray], path: Path, source: str) -> 
 def fetch_hub(repo_id: str, revision: str, dtype: np.dtype, out: Path | None) -> Path:
     """amazon/bort (or any BERT repo with pytorch_model.bin): fetch and convert. Returns the model folder."""
     files = {name: hf_hub_download(repo_id, name, revision) for name in ("config.json", *TOKENIZER_FILES)}
-    for name in OPTIONAL_FILES:
+    for name in OPTIONAL_FILES:                       # nice to have; minibort's tokenizer does without them
         try:
             files[name] = hf_hub_download(repo_id, name, revision)
-        except HubError as e:
-            if e.status != 404:
-                raise
+        except HubError:
+            pass
     weights = hf_hub_download(repo_id, "pytorch_model.bin", revision)
     state = load_state_dict(weights, dtype=None)
     untrained = decoder_is_untied(state) or repo_id == "amazon/bort"
