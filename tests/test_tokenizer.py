@@ -333,3 +333,18 @@ def test_whitespace_set_is_the_regex_one():
     every_character = "".join(map(chr, range(0x110000)))
     assert WHITESPACE == set(regex.findall(r"\s", every_character))
     assert "\x1c" not in WHITESPACE and "\x1c".isspace()
+
+
+def test_from_pretrained_repo_id_goes_through_the_hub(monkeypatch, tmp_path, small):
+    import minibort.hub
+    small.save_pretrained(tmp_path)
+    asked = []
+
+    def fake_resolve_file(path_or_repo_id: str, filename: str, revision: str = "main") -> str:
+        asked.append((path_or_repo_id, filename, revision))
+        return str(tmp_path / filename)
+
+    monkeypatch.setattr(minibort.hub, "resolve_file", fake_resolve_file)
+    tok = Tokenizer.from_pretrained("someone/some-model", revision="v1")
+    assert asked == [("someone/some-model", "vocab.json", "v1"), ("someone/some-model", "merges.txt", "v1")]
+    assert tok.encode(TRAINING_TEXT) == small.encode(TRAINING_TEXT)
