@@ -1,0 +1,241 @@
+"""minibort.pretrain: masking, packing, the loop (loss falls, resume == uninterrupted), checkpoints,
+distillation, the command line, and the shipped bort-tiny against its training record."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minibort import BortForMaskedLM
+from minibort import pretrain as P
+
+SP = P.Specials(bos=0, eos=2, pad=1, mask=4, vocab_size=32, others=(3,))
+TINY = {"hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 24, "max_position_embeddings": 32,
+        "seq_len": 32, "batch_size": 16, "lr": 1e-2, "warmup": 0.1, "progress": False}
+
+
+def toy_sequences(n_docs: int = 64, seed: int = 0) -> np.ndarray:
+    """Documents that repeat one token: a masked token is predictable from its neighbours only."""
+    rng = np.random.default_rng(seed)
+    docs = [[np.full(rng.integers(8, 30), 5 + s % 27)] for s in range(n_docs)]
+    return P.pack(docs, 32, SP)
+
+
+# ------------------------------------------------------------------------------------ data
+
+
+def test_pack_keeps_paragraphs_whole_and_documents_apart():
+    docs = [[np.arange(5, 15), np.arange(20, 25)], [np.arange(5, 50)]]   # the second is longer than a row
+    seqs = P.pack(docs, 16, SP)
+    assert seqs.shape[1] == 16 and (seqs[:, 0] == SP.bos).all()
+    # row 0: <s> p1 </s> ; p2 does not fit whole with p1 (11 + 6 > 15), so it opens row 1
+    assert seqs[0, 1:12].tolist() == list(range(5, 15)) + [SP.eos]
+    assert seqs[1, 1:7].tolist() == list(range(20, 25)) + [SP.eos]
+    # document 2 starts a new row and is cut into pieces of at most 15 tokens
+    body = [t for row in seqs[2:] for t in row[1:] if t != SP.pad]
+    assert body == list(range(5, 50)) + [SP.eos]
+
+
+def test_bert_masking_80_10_10_never_specials_or_padding():
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, 32, (64, 128))
+    ids[:, 0], ids[:, 100] = SP.bos, SP.eos
+    ids[:, 101:] = SP.pad
+    att = (ids != SP.pad).astype(np.int64)
+    masked, labels = P.mask_tokens(ids, att, SP, np.random.default_rng(1))
+    sel = labels != -100
+    assert not sel[:, 0].any() and not sel[:, 100:].any()                 # no <s>, </s>, padding
+    assert (labels[sel] == ids[sel]).all() and (masked[~sel] == ids[~sel]).all()
+    share = sel[:, 1:100].mean()
+    to_mask = (masked[sel] == SP.mask).mean()
+    unchanged = (masked[sel] == ids[sel]).mean()
+    print(f"selected {share:.3f} (0.15), <mask> {to_mask:.3f} (0.8), unchanged {unchanged:.3f} (~0.1 + 0.1/27)")
+    assert abs(share - 0.15) < 0.01 and abs(to_mask - 0.8) < 0.02 and abs(unchanged - 0.1) < 0.02
+    assert not np.isin(masked[sel & (masked != SP.mask)], [0, 1, 2, 3]).any()  # replacements are normal
+    again = P.mask_tokens(ids, att, SP, np.random.default_rng(1))
+    assert (again[0] == masked).all() and (again[1] == labels).all()
+
+
+def test_heldout_masks_are_fixed_by_their_seed():
+    seqs = toy_sequences()
+    a, b = P.heldout_eval_set(seqs, SP, 5), P.heldout_eval_set(seqs, SP, 5)
+    assert all((a[k] == b[k]).all() for k in a)
+    assert not (P.heldout_eval_set(seqs, SP, 6)["labels"] == a["labels"]).all()
+
+
+# ------------------------------------------------------------------------------------ the loop
+
+
+def test_loss_falls_on_a_small_run():
+    seqs = toy_sequences()
+    cfg = P.PretrainConfig(**TINY, steps=30, eval_every=0, checkpoint_every=0)
+    tr = P.Trainer(cfg, seqs, P.heldout_eval_set(seqs[:16], SP, 7), SP)
+    before = tr.evaluate()
+    tr.run(None, log=lambda m: None)
+    L, after = tr.state["losses"], tr.state["evals"][-1]
+    print(f"train loss {np.mean(L[:5]):.3f} -> {np.mean(L[-5:]):.3f}; held-out loss "
+          f"{before['loss']:.3f} -> {after['loss']:.3f}")
+    assert np.mean(L[-5:]) < np.mean(L[:5]) - 0.5
+    assert after["loss"] < before["loss"] - 0.5
+
+
+def _run(tmp_path, name: str, stop_after: int, **kw) -> P.Trainer:
+    seqs = toy_sequences()
+    ev = P.heldout_eval_set(seqs[:16], SP, 7)
+    ckpt = str(tmp_path / f"{name}.npz")
+    cfg = P.PretrainConfig(**TINY, steps=12, eval_every=4, checkpoint_every=5, stop_after=stop_after, **kw)
+    tr = P.Trainer(cfg, seqs, ev, SP)
+    res = tr.run(ckpt, log=lambda m: None)
+    if not res["finished"]:                     # a fresh process: new objects, state from the file only
+        tr = P.Trainer(dataclasses.replace(cfg, stop_after=0), seqs, ev, SP)
+        tr.load(ckpt)
+        assert tr.state["step"] == stop_after
+        assert tr.run(ckpt, log=lambda m: None)["finished"]
+    return tr
+
+
+def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path):
+    straight = _run(tmp_path, "straight", 0)
+    resumed = _run(tmp_path, "resumed", 7)       # stop mid-epoch, between two checkpoints
+    worst = max(float(np.abs(straight.model.params[k] - resumed.model.params[k]).max())
+                for k in straight.model.params)
+    print(f"max |param difference| after 12 steps, straight vs stopped at 7 and resumed: {worst}")
+    assert worst == 0.0
+    assert straight.state["losses"] == resumed.state["losses"]
+    assert straight.state["evals"] == resumed.state["evals"]
+    assert straight.opt.step_count == resumed.opt.step_count == 12
+
+
+def test_same_seed_same_run_other_seed_other_run(tmp_path):
+    a, b = _run(tmp_path, "a", 0), _run(tmp_path, "b", 0)
+    c = _run(tmp_path, "c", 0, seed=1)
+    assert a.state["losses"] == b.state["losses"]
+    assert a.state["losses"] != c.state["losses"]
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    seqs = toy_sequences()
+    tr = P.Trainer(P.PretrainConfig(**TINY, steps=3), seqs, P.heldout_eval_set(seqs[:4], SP, 7), SP)
+    path = str(tmp_path / "checkpoint.npz")
+    tr.train_step()
+    tr.save(path)
+    good = Path(path).read_bytes()
+
+    def broken_savez(f, **arrays):                # dies halfway through writing
+        f.write(b"PK\x03\x04 half a file")
+        raise OSError("disk full")
+    monkeypatch.setattr(P.np, "savez", broken_savez)
+    tr.train_step()
+    with pytest.raises(OSError, match="disk full"):
+        tr.save(path)
+    assert Path(path).read_bytes() == good         # the old checkpoint is untouched
+    monkeypatch.undo()
+    tr2 = P.Trainer(P.PretrainConfig(**TINY, steps=3), seqs, tr.eval_set, SP)
+    tr2.load(path)
+    assert tr2.state["step"] == 1
+
+
+def test_distillation_feeds_teacher_logits_at_the_masked_positions():
+    seqs = toy_sequences()
+    ev = P.heldout_eval_set(seqs[:8], SP, 7)
+    cfg = P.PretrainConfig(**TINY, steps=2, eval_every=0)
+    teacher = P.Trainer(cfg, seqs, ev, SP).model.eval()
+    tr = P.Trainer(dataclasses.replace(cfg, seed=3), seqs, ev, SP, teacher=teacher)
+    assert tr.mlm_weight == 0.1                     # Bort: 0.1 MLM + 0.5 KD, T = 2
+    # the step's loss, recomputed by hand from the same batch, masks and dropout draws
+    state = (tr.state["epoch"], tr.state["cursor"])
+    mask_state = tr.mask_rng.bit_generator.state
+    drop_state = tr.model._rng.bit_generator.state
+    params = {k: v.copy() for k, v in tr.model.params.items()}
+    loss = tr.train_step()
+    tr.state["epoch"], tr.state["cursor"] = state
+    ids, att = P.trim(tr.next_batch(), SP.pad)
+    rng = np.random.default_rng()
+    rng.bit_generator.state = mask_state
+    masked, labels = P.mask_tokens(ids, att, SP, rng, cfg.mask_prob)
+    student = BortForMaskedLM(tr.model.config, params).train(seed=0)
+    student._rng.bit_generator.state = drop_state
+    t_logits = teacher(masked, att, positions=labels != -100)
+    want, _ = student.loss_and_grads(masked, labels, att, teacher_logits=t_logits, mlm_weight=0.1,
+                                     distill_weight=0.5, temperature=2.0)
+    assert loss == want
+
+
+# ------------------------------------------------------------------------------------ command line
+
+
+def test_help_lists_every_config_field(capsys):
+    with pytest.raises(SystemExit):
+        P.build_parser().parse_args(["--help"])
+    text = capsys.readouterr().out
+    for f in dataclasses.fields(P.PretrainConfig):
+        assert "--" + f.name.replace("_", "-") in text, f.name
+
+
+def test_flags_override_the_config():
+    cfg = P.config_from_args(["--steps", "7", "--hidden-size", "64", "--no-resume", "--mlm-weight", "0.3"])
+    assert (cfg.steps, cfg.hidden_size, cfg.resume, cfg.mlm_weight) == (7, 64, False, 0.3)
+    assert cfg.batch_size == P.PretrainConfig().batch_size
+
+
+# ------------------------------------------------------------------------------------ the shipped model
+
+
+def _shipped() -> str:
+    import minibort.weights
+    return os.path.join(minibort.weights.__path__[0], "bort-tiny")
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    folder = _shipped()
+    if not os.path.exists(os.path.join(folder, "training.json")):
+        pytest.skip("weights/bort-tiny has not been trained yet")
+    with open(os.path.join(folder, "training.json"), encoding="utf-8") as f:
+        record = json.load(f)
+    return folder, record
+
+
+def test_shipped_model_matches_its_training_record(shipped):
+    folder, record = shipped
+    model = BortForMaskedLM.from_pretrained(folder)
+    with np.load(os.path.join(folder, record["heldout"]["masks_file"])) as z:
+        ev = {k: z[k] for k in z.files}
+    got = P.evaluate(model, ev)
+    want = record["heldout"]
+    n = want["masked_tokens"]
+    print(f"held-out accuracy {got['accuracy']:.6f} (record {want['accuracy']:.6f}), perplexity "
+          f"{got['perplexity']:.5f} (record {want['perplexity']:.5f}), {n} masks")
+    assert got["masked_tokens"] == n
+    # Only float rounding may differ: at most one argmax flip in a thousand masks, perplexity to 1e-5.
+    assert abs(got["accuracy"] - want["accuracy"]) <= max(1, n // 1000) / n
+    assert got["perplexity"] == pytest.approx(want["perplexity"], rel=1e-5)
+    # and it beats both baselines recorded beside it
+    assert got["accuracy"] > record["baselines"]["most_frequent"]["accuracy"]
+    assert got["perplexity"] < record["baselines"]["unigram"]["perplexity"]
+
+
+def test_shipped_heldout_masks_come_from_the_corpus(shipped, tmp_path):
+    """Rebuild the held-out split, tokenize, pack and mask it: the shipped masks must come out."""
+    folder, record = shipped
+    if record["corpus"]["python_version"] != sys.version.split()[0]:
+        pytest.skip(f"the corpus was built by Python {record['corpus']['python_version']}")
+    from minibort import corpus
+    from minibort.tokenizer import Tokenizer
+    rec = corpus.build(str(tmp_path))
+    assert rec["sha256"] == record["corpus"]["sha256"]
+    tok = Tokenizer.from_pretrained(folder)
+    docs = [[np.array(tok.encode(p, add_special_tokens=False)) for p in d]
+            for d in corpus.read_split(str(tmp_path / "heldout.txt"))]
+    cfg = record["config"]
+    ev = P.heldout_eval_set(P.pack(docs, cfg["seq_len"], P.specials_of(tok)), P.specials_of(tok),
+                            cfg["eval_seed"], cfg["mask_prob"])
+    with np.load(os.path.join(folder, "heldout_eval.npz")) as z:
+        for k in ev:
+            assert (z[k] == ev[k]).all(), k
