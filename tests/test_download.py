@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import threading
 import warnings
 from pathlib import Path
@@ -103,9 +104,29 @@ def test_original_params_converted_with_mlm_head(hub, tmp_path):
     assert err < 1e-5
 
 
+def closed_port() -> int:
+    with socket.socket() as s:                                     # bound, never listening: refused
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_unreachable_source_exits_nonzero(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
     monkeypatch.setenv("MINIBORT_CACHE", str(tmp_path))
     monkeypatch.setenv("MINIBORT_HUB_TIMEOUT", "2")
     assert main(["amazon/bort"]) == 1
     assert "by hand" in capsys.readouterr().err
+
+
+def test_files_placed_by_hand_convert_offline(hub, tmp_path, monkeypatch):
+    srv, _, sd = hub
+    hand = tmp_path / "cache" / "test" / "tiny" / "main"                # where the hint says to put them
+    hand.mkdir(parents=True)
+    for name in ("config.json", "vocab.json", "merges.txt", "pytorch_model.bin"):
+        shutil.copy(srv.find(f"/test/tiny/resolve/main/{name}"), hand / name)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["test/tiny"]) == 0
+    np.testing.assert_array_equal(load_file(hand / "model.safetensors")["cls.predictions.bias"],
+                                  sd["cls.predictions.bias"])
