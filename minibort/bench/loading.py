@@ -24,6 +24,7 @@ process loads anything large.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -156,6 +157,14 @@ def main(argv: list[str] | None = None) -> int:
         for name, secs, target in rows:
             print(f"{name:58s} {secs * 1000:8.1f} ms   (target < {target * 1000:.0f} ms) "
                   f"{'ok' if secs < target else 'MISSED'}")
+        if importlib.util.find_spec("torch") is not None:   # for context only: PyTorch on the same file
+            import torch
+
+            def torch_load() -> None:
+                sd = torch.load(bn, weights_only=True)
+                {k: v.float() for k, v in sd.items()}
+            print(f"{'(PyTorch: torch.load + .float() of the same .bin)':58s} "
+                  f"{best_of(args.repeat, torch_load) * 1000:8.1f} ms")
 
     return 0
 
