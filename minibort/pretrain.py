@@ -460,6 +460,8 @@ class Trainer:
             from tqdm import tqdm
             bar = tqdm(total=cfg.steps, initial=s["step"], desc="pretrain", dynamic_ncols=True,
                        mininterval=1.0 if sys.stderr.isatty() else 30.0)
+        if bar is not None:                                  # log lines go above the bar, not into it
+            log = bar.write
         start_step, t_start, t_last, tok_last = s["step"], time.time(), time.time(), s["tokens"]
         wall0 = s["wall_time"]
         try:

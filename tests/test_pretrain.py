@@ -85,11 +85,11 @@ def test_loss_falls_on_a_small_run():
     assert after["loss"] < before["loss"] - 0.5
 
 
-def _run(tmp_path, name: str, stop_after: int, **kw) -> P.Trainer:
+def _run(tmp_path, name: str, stop_after: int, steps: int = 12, **kw) -> P.Trainer:
     seqs = toy_sequences()
     ev = P.heldout_eval_set(seqs[:16], SP, 7)
     ckpt = str(tmp_path / f"{name}.npz")
-    cfg = P.PretrainConfig(**TINY, steps=12, eval_every=4, checkpoint_every=5, stop_after=stop_after, **kw)
+    cfg = P.PretrainConfig(**TINY, steps=steps, eval_every=4, checkpoint_every=5, stop_after=stop_after, **kw)
     tr = P.Trainer(cfg, seqs, ev, SP)
     res = tr.run(ckpt, log=lambda m: None)
     if not res["finished"]:                     # a fresh process: new objects, state from the file only
@@ -113,8 +113,8 @@ def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path):
 
 
 def test_same_seed_same_run_other_seed_other_run(tmp_path):
-    a, b = _run(tmp_path, "a", 0), _run(tmp_path, "b", 0)
-    c = _run(tmp_path, "c", 0, seed=1)
+    a, b = _run(tmp_path, "a", 0, steps=4), _run(tmp_path, "b", 0, steps=4)
+    c = _run(tmp_path, "c", 0, steps=4, seed=1)
     assert a.state["losses"] == b.state["losses"]
     assert a.state["losses"] != c.state["losses"]
 
