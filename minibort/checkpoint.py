@@ -608,10 +608,11 @@ def file_kind(path: str | os.PathLike) -> str:
         return "torch-zip"
     if len(head) >= 8 and int.from_bytes(head[:8], "little") == _MX_LIST_MAGIC:
         return "mxnet"
-    if head[:1] == b"\x80" and len(head) >= 2 and head[1] <= 5:
-        return "torch-legacy"                        # a bare pickle: torch.save before 1.6
+    # Before the pickle test: a safetensors header of e.g. 640 bytes starts with 0x80 0x02 too.
     if len(head) >= 9 and int.from_bytes(head[:8], "little") <= size - 8 and head[8:9] == b"{":
         return "safetensors"
+    if head[:1] == b"\x80" and len(head) >= 2 and head[1] <= 5:
+        return "torch-legacy"                        # a bare pickle: torch.save before 1.6
     raise CheckpointError(f"{path}: not a checkpoint minibort can read (expected safetensors, a "
                           "PyTorch zip archive or an MXNet .params file)")
 

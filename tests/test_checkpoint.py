@@ -9,6 +9,7 @@ minibort, without torch, reproduces transformers' hidden states within 1e-4.
 
 from __future__ import annotations
 
+import json
 import pickle
 import shutil
 import struct
@@ -317,6 +318,16 @@ def test_huge_memo_index_is_refused(tmp_path):
     zip_pickle(tmp_path / "m.bin", b"\x80\x02}r\xff\xff\xff\xff.")          # LONG_BINPUT 4294967295
     with pytest.raises(CheckpointError, match="memo index"):
         load_state_dict(tmp_path / "m.bin")
+
+
+@pytest.mark.parametrize("header_len", [128, 640, 1408])
+def test_safetensors_whose_length_looks_like_a_pickle(tmp_path, header_len):
+    # A header length of 0x280 is stored as bytes 80 02 ..., the start of a protocol-2 pickle.
+    blob = json.dumps({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    blob += b" " * (header_len - len(blob))
+    (tmp_path / "m.safetensors").write_bytes(header_len.to_bytes(8, "little") + blob + bytes(4))
+    assert file_kind(tmp_path / "m.safetensors") == "safetensors"
+    assert load_state_dict(tmp_path / "m.safetensors")["a"].shape == (1,)
 
 
 def test_legacy_pickle_is_refused_with_the_fix(tmp_path):
