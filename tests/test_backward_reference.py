@@ -226,17 +226,20 @@ def test_losses():
 # ------------------------------------------------------------------------------------------ whole models
 
 
-def perturb_torch(model, gen: torch.Generator, scale: float) -> None:
-    """Weights N(0, scale); LayerNorm weights and every bias moved off 1 / 0; pad row non-zero."""
+def perturb_torch(model, gen: torch.Generator, scale: float | None) -> None:
+    """Weights N(0, scale) (scale None: keep transformers' init, only move the pad row off 0);
+    LayerNorm weights and every bias moved off 1 / 0."""
     with torch.no_grad():
         for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p.dtype)
             if "LayerNorm.weight" in name:
-                p.copy_(1 + 0.2 * noise)
+                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
             elif name.endswith("bias"):
-                p.copy_(0.2 * noise)
-            else:
-                p.copy_(scale * noise)
+                p.copy_(0.2 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+            elif scale is not None:
+                p.copy_(scale * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+        if scale is None:
+            emb = model.bert.embeddings.word_embeddings.weight
+            emb[model.config.pad_token_id] = 0.02 * torch.randn(emb.shape[1], generator=gen, dtype=emb.dtype)
 
 
 def torch_grads(tm, ids, mask, labels) -> tuple[float, dict]:
@@ -371,7 +374,7 @@ def test_bort_size_masked_lm_float32():
                     "max_position_embeddings")}
     torch.manual_seed(0)
     tm = transformers.BertForMaskedLM(_bert_config(**cfg)).eval()
-    perturb_torch(tm, torch.Generator().manual_seed(0), 0.02)
+    perturb_torch(tm, torch.Generator().manual_seed(0), None)
     mm = BortForMaskedLM(BortConfig.bort(), {n: p.detach().numpy() for n, p in tm.state_dict().items()},
                          dtype=np.float32)
     rng = np.random.default_rng(0)
