@@ -190,8 +190,12 @@ def encoder_layer_backward(dh2: np.ndarray, cache, pre: str, grads: dict) -> np.
 
 
 def encoder_forward(P: dict, pre: str, cfg: BortConfig, ids: np.ndarray, mask: np.ndarray, rng=None,
-                    want_intermediates: bool = False):
-    """Embeddings and all blocks: (B, T) ids -> (B, T, H) last hidden state, cache, intermediates."""
+                    want_intermediates: bool = False, keep_cache: bool = True):
+    """Embeddings and all blocks: (B, T) ids -> (B, T, H) last hidden state, cache, intermediates.
+
+    With keep_cache=False (inference) each block's cache is dropped as soon as the block is done,
+    so only one block's activations are alive at a time; the returned cache is then None.
+    """
     B, T = ids.shape
     e = pre + "embeddings."
     word, c_word = L.embedding(ids, P[e + "word_embeddings.weight"])               # (B, T, H)
@@ -204,12 +208,14 @@ def encoder_forward(P: dict, pre: str, cfg: BortConfig, ids: np.ndarray, mask: n
     caches = []
     for i in range(cfg.num_hidden_layers):
         x, c, layer_inter = encoder_layer(P, f"{pre}encoder.layer.{i}.", cfg, x, mask_bias, rng)
-        caches.append(c)
+        if keep_cache:
+            caches.append(c)
+        del c
         if want_intermediates:
             for k, v in layer_inter.items():
                 inter[f"layer.{i}.{k}"] = v
             inter[f"layer.{i}.output"] = x
-    return x, (c_word, c_ln, c_drop, caches, T), inter
+    return x, ((c_word, c_ln, c_drop, caches, T) if keep_cache else None), inter
 
 
 def encoder_backward(dh: np.ndarray, cache, pre: str, cfg: BortConfig) -> dict[str, np.ndarray]:
@@ -344,10 +350,11 @@ class _Bort:
         return sum(v.size for v in self.params.values())
 
     # -------------------------------------------------------------- encoder
-    def _encode(self, input_ids, attention_mask, want_intermediates=False):
+    def _encode(self, input_ids, attention_mask, want_intermediates=False, keep_cache=False):
         ids, mask, was_1d = check_inputs(input_ids, attention_mask, self.config)
         h, cache, inter = encoder_forward(self.params, self.prefix, self.config, ids, mask,
-                                          self._rng if self.training else None, want_intermediates)
+                                          self._rng if self.training else None, want_intermediates,
+                                          keep_cache)
         return ids, mask, was_1d, h, cache, inter
 
     # -------------------------------------------------------------- loading and saving
@@ -466,7 +473,7 @@ class BortForMaskedLM(_Bort):
         adds `distill_weight * T^2 KL(teacher || student)` (Bort's pretraining: 0.1 MLM + 0.5 KD, T=2).
         Returns (loss, grads) with grads keyed exactly like `params`.
         """
-        ids, mask, _, h, cache, _ = self._encode(input_ids, attention_mask)
+        ids, mask, _, h, cache, _ = self._encode(input_ids, attention_mask, keep_cache=True)
         labels = np.asarray(labels)
         if labels.ndim == 1 and ids.shape[0] == 1:
             labels = labels[None]
@@ -525,7 +532,7 @@ class BortForSequenceClassification(_Bort):
 
     def loss_and_grads(self, input_ids, labels, attention_mask=None):
         """Cross-entropy over classes (or MSE when num_labels == 1) and gradients keyed like `params`."""
-        ids, mask, _, h, cache, _ = self._encode(input_ids, attention_mask)
+        ids, mask, _, h, cache, _ = self._encode(input_ids, attention_mask, keep_cache=True)
         logits, (c_p, c_t, c_d, c_c) = self._head(h)
         labels = np.asarray(labels).reshape(-1)
         if labels.shape[0] != ids.shape[0]:
