@@ -249,11 +249,14 @@ def test_classifier_gradients_match_finite_differences(problem):
 @given(small_problem())
 def test_gradients_with_dropout_match_finite_differences(problem):
     """Training mode: dropout masks fixed by reseeding; the backward must reuse the forward's masks."""
-    cfg, ids, mask, labels, _, seed = problem
+    cfg, ids, mask, labels, y, seed = problem
     rng = np.random.default_rng(seed)
     m = BortForMaskedLM(cfg, dtype=np.float64)
     perturb(m.params, rng, cfg.pad_token_id)
     assert check_model(m, lambda: m.loss_and_grads(ids, labels, mask), ids, rng, train_seed=seed)
+    c = BortForSequenceClassification(cfg, dtype=np.float64)             # + the classifier head's dropout
+    perturb(c.params, rng, cfg.pad_token_id)
+    assert check_model(c, lambda: c.loss_and_grads(ids, y, mask), ids, rng, train_seed=seed)
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
