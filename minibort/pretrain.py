@@ -81,10 +81,10 @@ class PretrainConfig:
     hidden_dropout_prob: float = _f(0.1, "dropout after embeddings, attention output and FFN")
     attention_probs_dropout_prob: float = _f(0.1, "dropout on attention probabilities")
     # optimisation
-    steps: int = _f(1000, "optimizer steps")
+    steps: int = _f(1200, "optimizer steps")
     batch_size: int = _f(32, "sequences per step")
     lr: float = _f(1e-3, "peak learning rate")
-    warmup: float = _f(0.06, "share of the steps spent warming up linearly from 0")
+    warmup: float = _f(0.1, "share of the steps spent warming up linearly from 0")
     weight_decay: float = _f(0.01, "AdamW decoupled weight decay (none on LayerNorm and biases)")
     beta1: float = _f(0.9, "AdamW beta1")
     beta2: float = _f(0.98, "AdamW beta2")
@@ -106,6 +106,8 @@ class PretrainConfig:
     stop_after: int = _f(0, "stop (checkpoint and exit, as if interrupted) after N steps in this "
                             "invocation (0: run to the end)")
     progress: bool = _f(True, "show a tqdm progress bar")
+    ship: str = _f("", "also export the final model into this folder (e.g. weights/bort-tiny)")
+    ship_dtype: str = _f("float16", "dtype of the exported weights")
 
     def model_config(self, vocab_size: int, pad_token_id: int) -> BortConfig:
         return BortConfig(
@@ -432,9 +434,22 @@ class Trainer:
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
         _savez_atomic(path, arrays)
 
+    # Settings that may change between a stop and a resume without changing the result.
+    RESUMABLE_CHANGES = ("stop_after", "progress", "resume", "ship", "ship_dtype", "eval_batch_size",
+                         "checkpoint_every")
+
     def load(self, path: str) -> None:
+        """Restore everything `save` wrote. Refuses a checkpoint written with other settings."""
         with np.load(path) as z:
             meta = json.loads(bytes(z["meta"]).decode("utf-8"))
+            now = dataclasses.asdict(self.cfg)
+            changed = [k for k, v in meta["config"].items()
+                       if k not in self.RESUMABLE_CHANGES and k in now and now[k] != v]
+            if changed:
+                k = changed[0]
+                raise ValueError(f"{path} was written with {k}={meta['config'][k]!r}, this run has "
+                                 f"{k}={now[k]!r}; resume with the same settings, or start afresh "
+                                 "with --no-resume or another --out")
             for k in self.model.params:
                 self.model.params[k][...] = z["param/" + k]         # in place: the optimizer holds them
             opt_sd = dict(meta["optim_scalars"])
@@ -539,7 +554,10 @@ def pretrain(cfg: PretrainConfig, argv: list[str] | None = None) -> dict:
     trainer = Trainer(cfg, train_seqs, ev, sp, teacher=teacher)
     ckpt = os.path.join(cfg.out, "checkpoint.npz")
     if cfg.resume and os.path.exists(ckpt):
-        trainer.load(ckpt)
+        try:
+            trainer.load(ckpt)
+        except ValueError as e:
+            raise SystemExit(f"error: {e}") from None
         print(f"resumed from {ckpt} at step {trainer.state['step']}", flush=True)
     n_params = trainer.model.num_parameters
     print(f"model: {n_params:,} parameters; {cfg.steps} steps of {cfg.batch_size} x {cfg.seq_len}", flush=True)
@@ -583,7 +601,48 @@ def pretrain(cfg: PretrainConfig, argv: list[str] | None = None) -> dict:
           f"{final['accuracy']:.4f}, perplexity {final['perplexity']:.2f} (most-frequent-token "
           f"accuracy {base['most_frequent']['accuracy']:.4f}, unigram perplexity "
           f"{base['unigram']['perplexity']:.1f}); model in {out_dir}", flush=True)
+    if cfg.ship:
+        shipped = export(out_dir, cfg.ship, cfg.ship_dtype)["heldout"]
+        print(f"exported to {cfg.ship} in {cfg.ship_dtype}: held-out accuracy {shipped['accuracy']:.4f}, "
+              f"perplexity {shipped['perplexity']:.2f}", flush=True)
     return {**result, "training": training, "out_dir": out_dir}
+
+
+def export(model_dir: str, dest: str, dtype: str = "float16") -> dict:
+    """Copy a finished run's model folder to `dest` (e.g. weights/bort-tiny) with weights in `dtype`.
+
+    The held-out evaluation is repeated with the stored (rounded) weights, and training.json's
+    `heldout` is set to that result, so the record describes exactly the files shipped; the
+    float32 result of the run itself is kept as `heldout_training_weights`.
+    """
+    import shutil
+
+    from .safetensors import save_file
+    os.makedirs(dest, exist_ok=True)
+    model = BortForMaskedLM.from_pretrained(model_dir)
+    for name in ("config.json", "vocab.json", "merges.txt"):
+        shutil.copyfile(os.path.join(model_dir, name), os.path.join(dest, name))
+    with np.load(os.path.join(model_dir, "heldout_eval.npz")) as z:
+        ev = {k: z[k] for k in z.files}
+    tmp = os.path.join(dest, "heldout_eval.npz.part")
+    with open(tmp, "wb") as f:
+        np.savez_compressed(f, **ev)
+    os.replace(tmp, os.path.join(dest, "heldout_eval.npz"))
+    save_file({k: v.astype(dtype) for k, v in model.state_dict().items()},
+              os.path.join(dest, "model.safetensors"), metadata={"format": "pt"})
+    shipped = BortForMaskedLM.from_pretrained(dest)
+    r = evaluate(shipped, ev)
+    with open(os.path.join(model_dir, "training.json"), encoding="utf-8") as f:
+        record = json.load(f)
+    record["heldout_training_weights"] = record["heldout"]
+    record["heldout"] = {**record["heldout"], "accuracy": r["accuracy"], "perplexity": r["perplexity"],
+                         "loss": r["loss"], "weights_dtype": dtype}
+    with open(os.path.join(dest, "training.json"), "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=1)
+        f.write("\n")
+    for name in os.listdir(dest):
+        os.chmod(os.path.join(dest, name), 0o644)
+    return record
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -112,6 +112,13 @@ def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path):
     assert straight.opt.step_count == resumed.opt.step_count == 12
 
 
+def test_resume_refuses_other_settings(tmp_path):
+    tr = _run(tmp_path, "x", 0, steps=2)
+    other = P.Trainer(P.PretrainConfig(**{**TINY, "lr": 0.5}, steps=2), tr.train_seqs, tr.eval_set, SP)
+    with pytest.raises(ValueError, match="lr=0.01"):
+        other.load(str(tmp_path / "x.npz"))
+
+
 def test_same_seed_same_run_other_seed_other_run(tmp_path):
     a, b = _run(tmp_path, "a", 0, steps=4), _run(tmp_path, "b", 0, steps=4)
     c = _run(tmp_path, "c", 0, steps=4, seed=1)
