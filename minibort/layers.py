@@ -1,7 +1,9 @@
 """Bort's layers as plain NumPy functions, each forward beside its backward.
 
-Every forward returns `(out, cache)`; the cache holds only what the backward reads, and the matching
+Every forward returns `(out, cache)` (self_attention returns `(ctx, probs, cache)`, the probabilities
+being worth seeing); the cache holds only what the backward reads, and the matching
 `*_backward(dout, cache)` returns the gradients of the forward's inputs in the order they were given.
+Where the cache is the output itself (softmax, tanh), the forward returns `(y, y)`.
 Arrays keep the dtype they came in (float32 or float64): constants are Python floats, which NumPy
 never lets widen an array (a `np.float64(...)` constant would silently turn float32 into float64).
 

@@ -357,6 +357,12 @@ class _Bort:
                                           keep_cache)
         return ids, mask, was_1d, h, cache, inter
 
+    def intermediates(self, input_ids, attention_mask=None) -> dict[str, np.ndarray]:
+        """The encoder's intermediates (any of the three models), named as in tests/fixtures:
+        embedding_output, layer.{i}.attention_probs, layer.{i}.attention_output,
+        layer.{i}.ffn_activation, layer.{i}.output."""
+        return self._encode(input_ids, attention_mask, True)[5]
+
     # -------------------------------------------------------------- loading and saving
     @classmethod
     def from_pretrained(cls, path_or_repo_id: str | os.PathLike, revision: str = "main", dtype=np.float32,
@@ -413,10 +419,6 @@ class BortModel(_Bort):
             out = {k: (v[0] if isinstance(v, np.ndarray) else [a[0] for a in v]) for k, v in out.items()}
         return out
 
-    def intermediates(self, input_ids, attention_mask=None) -> dict[str, np.ndarray]:
-        """Every intermediate, named as in tests/fixtures: embedding_output, layer.{i}.attention_probs,
-        layer.{i}.attention_output, layer.{i}.ffn_activation, layer.{i}.output."""
-        return self._encode(input_ids, attention_mask, True)[5]
 
 
 class BortForMaskedLM(_Bort):
