@@ -48,7 +48,7 @@ def report(name, err, tol):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
 def test_adamw_with_no_decay_and_schedule_matches_torch(torch, dtype):
     """Ten AdamW steps under a linear warm-up/decay schedule; LayerNorm and biases without decay."""
-    from transformers import get_linear_schedule_with_warmup
+    get_linear_schedule_with_warmup = pytest.importorskip("transformers", reason=REASON).get_linear_schedule_with_warmup
     P = make_params(dtype)
     T = {n: torch.nn.Parameter(torch.tensor(v.copy())) for n, v in P.items()}
     nd = optim.no_decay_layernorm_and_bias
@@ -90,7 +90,7 @@ def test_sgd_matches_torch(torch, momentum, wd):
 @pytest.mark.reference
 @pytest.mark.parametrize("kind", ["linear", "cosine", "constant"])
 def test_schedules_match_transformers(torch, kind):
-    import transformers
+    transformers = pytest.importorskip("transformers", reason=REASON)
     p = torch.nn.Parameter(torch.zeros(1))
     topt = torch.optim.SGD([p], lr=2e-4)
     warm, total = 7, 50
