@@ -17,7 +17,8 @@ from minibort import pretrain as P
 
 SP = P.Specials(bos=0, eos=2, pad=1, mask=4, vocab_size=32, others=(3,))
 TINY = {"hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 24, "max_position_embeddings": 32,
-        "seq_len": 32, "batch_size": 16, "lr": 1e-2, "warmup": 0.1, "progress": False}
+        "seq_len": 32, "batch_size": 16, "lr": 1e-2, "warmup": 0.1, "progress": False,
+        "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1}   # dropout on: resume must replay it
 
 
 def toy_sequences(n_docs: int = 64, seed: int = 0) -> np.ndarray:
