@@ -83,7 +83,7 @@ class PretrainConfig:
     hidden_dropout_prob: float = _f(0.0, "dropout after embeddings, attention output and FFN")
     attention_probs_dropout_prob: float = _f(0.0, "dropout on attention probabilities")
     # optimisation
-    steps: int = _f(1200, "optimizer steps")
+    steps: int = _f(2000, "optimizer steps")
     batch_size: int = _f(32, "sequences per step")
     lr: float = _f(2e-3, "peak learning rate")
     warmup: float = _f(0.1, "share of the steps spent warming up linearly from 0")
