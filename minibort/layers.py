@@ -71,11 +71,13 @@ def linear_backward(dy: np.ndarray, cache):
 def layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float):
     """Normalise the last axis to zero mean and unit variance (biased), then scale and shift."""
     mean = x.mean(axis=-1, keepdims=True)                          # (..., 1)
-    xc = x - mean                                                  # (..., H)
-    var = (xc * xc).mean(axis=-1, keepdims=True)                   # (..., 1) biased, as PyTorch
+    xhat = x - mean                                                # (..., H) centred
+    var = np.square(xhat).mean(axis=-1, keepdims=True)             # (..., 1) biased, as PyTorch
     rstd = 1.0 / np.sqrt(var + eps)                                # (..., 1)
-    xhat = xc * rstd                                               # (..., H)
-    return xhat * w + b, (xhat, rstd, w)
+    xhat *= rstd                                                   # (..., H) normalised, in place
+    y = xhat * w                                                   # (..., H)
+    y += b                                                         # in place: one temporary fewer
+    return y, (xhat, rstd, w)
 
 
 def layer_norm_backward(dy: np.ndarray, cache):
