@@ -17,6 +17,15 @@ NumPy's BLAS uses the machine's cores (2 here). Reported:
    memory after imports + weights (baseline) and the peak ru_maxrss over two steps;
 3. where minibort's time goes: forward / backward / AdamW split, then cProfile of one step
    (exclusive time per function; a NumPy operator such as `@` counts toward the function using it).
+
+Run it on a quiet machine. With another busy process on one of the two cores, OpenBLAS's two
+threads wait for each other at every BLAS call, and minibort makes many small ones: each per-head
+product (q k^T, probs v and their gradients) is B * N = 64 GEMMs of 128 x 128 x 128. Measured here
+(2026-11-26) the attention then took 1-2 s per layer instead of ~20 ms, and the whole step 8-30 s
+instead of ~2.5 s (the same step with BLAS held to one thread inside attention: ~5.2 s). PyTorch
+slows too (4 -> 12 s). A fair comparison on a shared machine is one thread each:
+
+    OPENBLAS_NUM_THREADS=1 python -m minibort.bench.training --threads 1
 """
 
 from __future__ import annotations
