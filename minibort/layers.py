@@ -27,18 +27,23 @@ def embedding(ids: np.ndarray, W: np.ndarray):
     return W[ids], (ids, W.shape)
 
 
-def embedding_backward(dy: np.ndarray, cache, padding_idx: int | None = None) -> np.ndarray:
+def embedding_backward(dy: np.ndarray, cache, padding_idx: int | None = None,
+                       out: np.ndarray | None = None) -> np.ndarray:
     """Gradient of the table. A row used k times receives the sum of its k upstream gradients.
 
     `dW[ids] += dy` would be wrong: with repeated ids, fancy-index assignment keeps only one of the
     updates. `np.add.at` accumulates every one. As in PyTorch's `nn.Embedding(padding_idx=...)`, the
-    padding row receives no gradient.
+    padding row receives no gradient from the lookup. With `out`, the rows are added into it (a
+    tied table's other gradient, say) instead of into a fresh array of zeros.
     """
     ids, shape = cache
-    dW = np.zeros(shape, dtype=dy.dtype)                           # (V, H)
-    np.add.at(dW, ids.reshape(-1), dy.reshape(-1, shape[1]))        # (B*T, H) scattered into rows
+    ids = ids.reshape(-1)                                           # (B*T,)
+    dy = dy.reshape(-1, shape[1])                                   # (B*T, H)
     if padding_idx is not None:
-        dW[padding_idx] = 0
+        keep = ids != padding_idx
+        ids, dy = ids[keep], dy[keep]
+    dW = np.zeros(shape, dtype=dy.dtype) if out is None else out    # (V, H)
+    np.add.at(dW, ids, dy)                                          # rows scattered, repeats summed
     return dW
 
 
@@ -229,9 +234,8 @@ def dropout(x: np.ndarray, p: float, rng: np.random.Generator | None):
     """
     if p == 0.0 or rng is None:
         return x, None
-    keep = (rng.random(x.shape, dtype=x.dtype) >= p)
-    scale = keep * (1.0 / (1.0 - p))
-    scale = scale.astype(x.dtype, copy=False)
+    keep = rng.random(x.shape, dtype=x.dtype) >= p
+    scale = np.multiply(keep, 1.0 / (1.0 - p), dtype=x.dtype)       # 0 or 1/(1-p), in x's dtype
     return x * scale, scale
 
 
