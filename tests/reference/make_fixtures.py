@@ -4,6 +4,10 @@ Needs the `reference` extra (torch, transformers). Run from the repository root:
 
     python tests/reference/make_fixtures.py
 
+It writes every PyTorch-made fixture: the forward ones below, then (through
+make_training_fixtures.py, kept beside it) the ten-step optimizer trajectories. The GluonNLP fixture
+needs MXNet in a separate environment: tests/reference/make_gluon_fixture.py says how.
+
 For each model it stores the weights (float64), padded inputs, and for float32 and float64 every
 intermediate (embedding output; per layer the attention probabilities, attention output, FFN
 activation, layer output) and the MLM logits, with a format version and the torch/transformers
@@ -121,6 +125,9 @@ def main() -> None:
     for seed, (name, cfg) in enumerate(MODELS.items()):
         path = make(name, cfg, seed)
         print(f"wrote {path} ({os.path.getsize(path) / 1024:.0f} KiB)", file=sys.stderr)
+    sys.path.insert(0, HERE)
+    import make_training_fixtures
+    make_training_fixtures.main()
 
 
 if __name__ == "__main__":
