@@ -151,14 +151,16 @@ def encoder_layer(P: dict, pre: str, cfg: BortConfig, x: np.ndarray, mask_bias: 
     a, c_ao = L.linear(ctx, P[pre + "attention.output.dense.weight"],
                        P[pre + "attention.output.dense.bias"])                     # (B, T, H)
     a, c_ad = L.dropout(a, cfg.hidden_dropout_prob, rng)
-    h1, c_ln1 = L.layer_norm(x + a, P[pre + "attention.output.LayerNorm.weight"],
+    a += x                                             # the residual, added in place: a is our own
+    h1, c_ln1 = L.layer_norm(a, P[pre + "attention.output.LayerNorm.weight"],
                              P[pre + "attention.output.LayerNorm.bias"], cfg.layer_norm_eps)
     f, c_f1 = L.linear(h1, P[pre + "intermediate.dense.weight"],
                        P[pre + "intermediate.dense.bias"])                         # (B, T, I)
     g, c_g = L.gelu(f)                                                             # (B, T, I)
     o, c_f2 = L.linear(g, P[pre + "output.dense.weight"], P[pre + "output.dense.bias"])  # (B, T, H)
     o, c_od = L.dropout(o, cfg.hidden_dropout_prob, rng)
-    h2, c_ln2 = L.layer_norm(h1 + o, P[pre + "output.LayerNorm.weight"],
+    o += h1                                            # the residual, in place
+    h2, c_ln2 = L.layer_norm(o, P[pre + "output.LayerNorm.weight"],
                              P[pre + "output.LayerNorm.bias"], cfg.layer_norm_eps)  # (B, T, H)
     cache = (c_att, c_ao, c_ad, c_ln1, c_f1, c_g, c_f2, c_od, c_ln2)
     inter = {"attention_probs": probs, "attention_output": h1, "ffn_activation": g}
