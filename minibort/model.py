@@ -20,6 +20,7 @@ import warnings
 import numpy as np
 
 from . import layers as L
+from ._memory import keep_freed_memory
 from .config import BortConfig
 
 
@@ -286,6 +287,7 @@ class _Bort:
     architecture = "BertModel"
 
     def __init__(self, config: BortConfig, params: dict | None = None, dtype=np.float32, seed: int = 0):
+        keep_freed_memory()            # reuse freed pages across calls; see minibort/_memory.py
         self.config = config
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
