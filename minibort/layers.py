@@ -131,20 +131,22 @@ _ERFCC = (0.17087277, -0.82215223, 1.48851587, -1.13520398, 0.27886807, -0.18628
 
 def _polyval(coefs, x: np.ndarray) -> np.ndarray:
     """Horner's rule, highest power first; Python-float coefficients keep x's dtype."""
-    y = np.full_like(x, coefs[0])
-    for c in coefs[1:]:
+    y = x * coefs[0]
+    y += coefs[1]
+    for c in coefs[2:]:
         y *= x
         y += c
     return y
 
 
-def _erfc_abs32(a: np.ndarray) -> np.ndarray:
+def _erfc_abs32(a: np.ndarray, overwrite_a: bool = False) -> np.ndarray:
     """erfc(a) for a >= 0 by Numerical Recipes' erfcc (relative error < 1.2e-7), in a's dtype."""
     t = 0.5 * a
     t += 1.0
     np.reciprocal(t, out=t)                                         # t = 1 / (1 + a/2)
     p = _polyval(_ERFCC, t)
-    p -= a * a
+    a2 = np.square(a, out=a if overwrite_a else None)
+    p -= a2
     np.exp(p, out=p)
     p *= t
     return p
@@ -179,9 +181,17 @@ def normal_cdf(x: np.ndarray) -> np.ndarray:
     if x.dtype == np.float64:
         return 0.5 * (1.0 + erf(x * _INV_SQRT2))
     # float32: Phi(-|x|) = erfc(|x| / sqrt 2) / 2 directly, and Phi(|x|) = 1 - Phi(-|x|).
-    h = _erfc_abs32(np.abs(x) * _INV_SQRT2)
-    h *= 0.5
-    return np.where(x < 0, h, 1.0 - h)
+    # (In place where the arrays are our own: GELU is the largest elementwise cost in the forward.)
+    a = np.abs(x)
+    a *= _INV_SQRT2
+    phi = _erfc_abs32(a, overwrite_a=True)
+    phi *= 0.5                                                      # h = Phi(-|x|)
+    # Phi(x) = 0.5 + sign(x) (0.5 - h): h for x < 0, 1 - h for x >= 0. Three cheap passes; a masked
+    # subtract or np.where does the same ~10x slower.
+    np.subtract(0.5, phi, out=phi)
+    np.copysign(phi, x, out=phi)
+    phi += 0.5
+    return phi
 
 
 def gelu(x: np.ndarray):
