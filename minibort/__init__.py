@@ -1,12 +1,18 @@
 """minibort: Amazon's Bort from scratch in NumPy, forward and backward, for people who learn by reading code."""
 
+from .checkpoint import CheckpointError
 from .config import BortConfig, ConfigError
 from .model import BortForMaskedLM, BortForSequenceClassification, BortModel
 from .tokenizer import Tokenizer, train_bpe
-from .checkpoint import CheckpointError
 
 __all__ = [
-    "BortConfig", "ConfigError", "BortModel", "BortForMaskedLM", "BortForSequenceClassification",
-    "Tokenizer", "train_bpe", "CheckpointError",
+    "BortConfig",
+    "BortForMaskedLM",
+    "BortForSequenceClassification",
+    "BortModel",
+    "CheckpointError",
+    "ConfigError",
+    "Tokenizer",
+    "train_bpe",
 ]
 __version__ = "0.1.0"

@@ -95,13 +95,13 @@ class BortConfig:
 
     # ---------------------------------------------------------------- presets
     @classmethod
-    def bort(cls, **overrides) -> "BortConfig":
+    def bort(cls, **overrides) -> BortConfig:
         """amazon/bort: 4 layers, width 1024, 8 heads, FFN 768, RoBERTa's 50265-token vocabulary."""
         return cls(**overrides)
 
     # ---------------------------------------------------------------- json
     @classmethod
-    def from_dict(cls, d: dict) -> "BortConfig":
+    def from_dict(cls, d: dict) -> BortConfig:
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         known = {k: v for k, v in d.items() if k in names}
         extra = {k: v for k, v in d.items() if k not in names}
@@ -128,7 +128,7 @@ class BortConfig:
         return out
 
     @classmethod
-    def from_json(cls, path: str | os.PathLike) -> "BortConfig":
+    def from_json(cls, path: str | os.PathLike) -> BortConfig:
         try:
             with open(path, encoding="utf-8") as f:
                 d = json.load(f)

@@ -199,7 +199,7 @@ def encoder_forward(P: dict, pre: str, cfg: BortConfig, ids: np.ndarray, mask: n
     With keep_cache=False (inference) each block's cache is dropped as soon as the block is done,
     so only one block's activations are alive at a time; the returned cache is then None.
     """
-    B, T = ids.shape
+    T = ids.shape[1]
     e = pre + "embeddings."
     word, c_word = L.embedding(ids, P[e + "word_embeddings.weight"])               # (B, T, H)
     x = word + P[e + "position_embeddings.weight"][:T]                             # positions 0..T-1
@@ -313,7 +313,7 @@ class _Bort:
         for k, v in sd.items():
             if k.endswith("position_ids"):           # a buffer some checkpoints carry, not a weight
                 continue
-            base = k[len("bert."):] if k.startswith("bert.") else k
+            base = k.removeprefix("bert.")
             if base.startswith(("embeddings.", "encoder.", "pooler.")):
                 k = self.prefix + base
             renamed[k] = v
@@ -334,8 +334,8 @@ class _Bort:
                                       f"{tuple(shape)}; does config.json belong to these weights?")
             params[name] = np.ascontiguousarray(v, dtype=self.dtype)
         if missing:
-            encoder_missing = [m for m in missing if m.startswith(self.prefix + "embeddings")
-                               or m.startswith(self.prefix + "encoder")]
+            encoder_missing = [m for m in missing
+                               if m.startswith((self.prefix + "embeddings", self.prefix + "encoder"))]
             if encoder_missing:
                 from .checkpoint import CheckpointError
                 raise CheckpointError(f"the checkpoint lacks {len(encoder_missing)} encoder weights, "
@@ -420,7 +420,7 @@ class BortModel(_Bort):
         `attentions` (each layer's (B, N, T, T) probabilities).
         """
         want = output_hidden_states or output_attentions
-        ids, mask, was_1d, h, _, inter = self._encode(input_ids, attention_mask, want)
+        _ids, _mask, was_1d, h, _, inter = self._encode(input_ids, attention_mask, want)
         if not want:
             return h[0] if was_1d else h
         n = self.config.num_hidden_layers
@@ -456,7 +456,7 @@ class BortForMaskedLM(_Bort):
             of positions this skips 85 % of the decoder, which is 2/3 of Bort's FLOPs.
         positions an integer (B, P) array: positions per sequence (GluonNLP's masked_positions), (B, P, V).
         """
-        ids, mask, was_1d, h, _, _ = self._encode(input_ids, attention_mask)
+        _ids, _mask, was_1d, h, _, _ = self._encode(input_ids, attention_mask)
         h_sel = self._select(h, positions, was_1d)
         logits, _ = mlm_head(self.params, self.config, h_sel, self.word_embeddings)
         return logits[0] if (was_1d and positions is None) else logits
@@ -468,7 +468,7 @@ class BortForMaskedLM(_Bort):
         pos = np.asarray(positions)
         if was_1d and pos.ndim == 1:
             pos = pos[None]
-        B, T, H = h.shape
+        B, T, _H = h.shape
         if pos.dtype == bool:
             if pos.shape != (B, T):
                 raise InputError(f"boolean positions must have the ids' shape {(B, T)}, got {pos.shape}")
@@ -489,7 +489,7 @@ class BortForMaskedLM(_Bort):
         adds `distill_weight * T^2 KL(teacher || student)` (Bort's pretraining: 0.1 MLM + 0.5 KD, T=2).
         Returns (loss, grads) with grads keyed exactly like `params`.
         """
-        ids, mask, _, h, cache, _ = self._encode(input_ids, attention_mask, keep_cache=True)
+        ids, _mask, _, h, cache, _ = self._encode(input_ids, attention_mask, keep_cache=True)
         labels = np.asarray(labels)
         if labels.ndim == 1 and ids.shape[0] == 1:
             labels = labels[None]
@@ -542,13 +542,13 @@ class BortForSequenceClassification(_Bort):
 
     def __call__(self, input_ids, attention_mask=None):
         """(B, T) ids -> (B, C) logits ((C,) for 1-D ids)."""
-        ids, mask, was_1d, h, _, _ = self._encode(input_ids, attention_mask)
+        _ids, _mask, was_1d, h, _, _ = self._encode(input_ids, attention_mask)
         logits, _ = self._head(h)
         return logits[0] if was_1d else logits
 
     def loss_and_grads(self, input_ids, labels, attention_mask=None):
         """Cross-entropy over classes (or MSE when num_labels == 1) and gradients keyed like `params`."""
-        ids, mask, _, h, cache, _ = self._encode(input_ids, attention_mask, keep_cache=True)
+        ids, _mask, _, h, cache, _ = self._encode(input_ids, attention_mask, keep_cache=True)
         logits, (c_p, c_t, c_d, c_c) = self._head(h)
         labels = np.asarray(labels).reshape(-1)
         if labels.shape[0] != ids.shape[0]:

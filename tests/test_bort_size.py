@@ -61,7 +61,7 @@ def test_transformers_checkpoint_loads_and_matches(bort_dir):
 
 
 def test_minibort_save_pretrained_loads_in_transformers(bort_dir, tmp_path):
-    d, ids, mask, hidden, logits = bort_dir
+    d, ids, mask, _hidden, logits = bort_dir
     mlm = BortForMaskedLM.from_pretrained(d)
     mlm.save_pretrained(tmp_path)
     del mlm

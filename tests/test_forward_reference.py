@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 torch = pytest.importorskip("torch", reason="needs torch (pip install torch==2.13.0 and the reference extra)")
 transformers = pytest.importorskip("transformers", reason="needs transformers (reference extra)")
 
-from minibort import BortConfig, BortForMaskedLM, BortModel  # noqa: E402
-from minibort import layers as L  # noqa: E402
+from minibort import BortConfig, BortForMaskedLM, BortModel
+from minibort import layers as L
 
 TOL = 1e-10
 
@@ -26,10 +26,10 @@ TOL = 1e-10
 def configs_and_batches(draw):
     heads = draw(st.integers(1, 4))
     head_dim = draw(st.integers(1, 8))
-    cfg = dict(vocab_size=draw(st.integers(5, 60)), hidden_size=heads * head_dim,
-               num_hidden_layers=draw(st.integers(1, 3)), num_attention_heads=heads,
-               intermediate_size=draw(st.integers(1, 20)), max_position_embeddings=draw(st.integers(8, 24)),
-               type_vocab_size=1, pad_token_id=1, layer_norm_eps=draw(st.sampled_from([1e-5, 1e-12])))
+    cfg = {"vocab_size": draw(st.integers(5, 60)), "hidden_size": heads * head_dim,
+               "num_hidden_layers": draw(st.integers(1, 3)), "num_attention_heads": heads,
+               "intermediate_size": draw(st.integers(1, 20)), "max_position_embeddings": draw(st.integers(8, 24)),
+               "type_vocab_size": 1, "pad_token_id": 1, "layer_norm_eps": draw(st.sampled_from([1e-5, 1e-12]))}
     B = draw(st.integers(1, 4))
     T = draw(st.integers(1, cfg["max_position_embeddings"]))
     lengths = draw(st.lists(st.integers(1, T), min_size=B, max_size=B))

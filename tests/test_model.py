@@ -32,7 +32,7 @@ def test_no_silent_upcast(dtype):
     ids = np.array([[0, 5, 6, 2]])
     assert m(ids).dtype == dtype
     assert all(v.dtype == dtype for v in m.params.values())
-    loss, grads = m.loss_and_grads(ids, np.array([[-100, 5, -100, -100]]))
+    _loss, grads = m.loss_and_grads(ids, np.array([[-100, 5, -100, -100]]))
     assert all(g.dtype == dtype for g in grads.values()), {k: g.dtype for k, g in grads.items() if g.dtype != dtype}
 
 

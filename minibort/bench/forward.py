@@ -67,7 +67,7 @@ def time_pytorch(args) -> tuple[list[float] | None, str | None]:
     env = dict(os.environ, MINIBORT_MALLOC_TUNING="0")
     cmd = [sys.executable, "-m", "minibort.bench.forward", "--torch-child", "--repeats", str(args.repeats),
            "--threads", str(args.threads)]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         if "ModuleNotFoundError" in out.stderr:
             return None, None
@@ -95,7 +95,7 @@ def torch_child(args) -> None:
 
         def tfn():
             with torch.inference_mode():
-                return model(input_ids=ti, attention_mask=tmask)
+                return model(input_ids=ti, attention_mask=tmask)  # noqa: B023 (called at once, below)
         times.append(median_time(tfn, c["repeats"]))
     print(json.dumps({"times": times, "torch": torch.__version__}))
 
@@ -115,8 +115,8 @@ def make_cases(cfg: BortConfig, args) -> list[dict]:
             else:
                 rows_l = B * T
                 label += " (logits everywhere)"
-        cases.append(dict(label=label, name=name, ids=ids, mask=np.ones((B, T), dtype=np.int64), pos=pos,
-                          rows=rows_l, repeats=max(2, args.repeats // 2) if B * T >= 4096 else args.repeats))
+        cases.append({"label": label, "name": name, "ids": ids, "mask": np.ones((B, T), dtype=np.int64), "pos": pos,
+                          "rows": rows_l, "repeats": max(2, args.repeats // 2) if B * T >= 4096 else args.repeats})
     return cases
 
 
@@ -139,9 +139,9 @@ def main(argv=None) -> list[dict]:
     for c in cases:
         model, ids, mask, pos = ours[c["name"]], c["ids"], c["mask"], c["pos"]
         if c["name"] == "BortForMaskedLM":
-            c["ours"] = median_time(lambda: model(ids, mask, positions=pos), c["repeats"])
+            c["ours"] = median_time(lambda: model(ids, mask, positions=pos), c["repeats"])  # noqa: B023
         else:
-            c["ours"] = median_time(lambda: model(ids, mask), c["repeats"])
+            c["ours"] = median_time(lambda: model(ids, mask), c["repeats"])  # noqa: B023
     torch_times, torch_version = time_pytorch(args)
     if torch_times is None:
         print("torch/transformers not installed: timing minibort alone")
@@ -151,10 +151,10 @@ def main(argv=None) -> list[dict]:
     for c in cases:
         t_ours, t_torch = c["ours"], c.get("torch")
         B, T = c["ids"].shape
-        row = dict(case=c["label"], minibort_ms=1e3 * t_ours,
-                   torch_ms=None if t_torch is None else 1e3 * t_torch,
-                   ratio=None if t_torch is None else t_ours / t_torch,
-                   gflops=forward_flops(cfg, B, T, c["rows"]) / t_ours / 1e9)
+        row = {"case": c["label"], "minibort_ms": 1e3 * t_ours,
+                   "torch_ms": None if t_torch is None else 1e3 * t_torch,
+                   "ratio": None if t_torch is None else t_ours / t_torch,
+                   "gflops": forward_flops(cfg, B, T, c["rows"]) / t_ours / 1e9}
         rows.append(row)
         print(f"{row['case']:45s} minibort {row['minibort_ms']:8.1f} ms   "
               + (f"PyTorch {row['torch_ms']:8.1f} ms   ratio {row['ratio']:.2f}   " if t_torch else "")

@@ -34,13 +34,13 @@ OUT = os.path.join(os.path.dirname(HERE), "fixtures")
 
 # Two Bort-shaped models: one like Bort scaled down, one with a single head and odd sizes.
 MODELS = {
-    "small": dict(vocab_size=300, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                  intermediate_size=48, max_position_embeddings=64),
-    "odd": dict(vocab_size=211, hidden_size=37, num_hidden_layers=3, num_attention_heads=1,
-                intermediate_size=29, max_position_embeddings=32),
+    "small": {"vocab_size": 300, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+                  "intermediate_size": 48, "max_position_embeddings": 64},
+    "odd": {"vocab_size": 211, "hidden_size": 37, "num_hidden_layers": 3, "num_attention_heads": 1,
+                "intermediate_size": 29, "max_position_embeddings": 32},
 }
-COMMON = dict(type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=1, hidden_act="gelu",
-              hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+COMMON = {"type_vocab_size": 1, "layer_norm_eps": 1e-5, "pad_token_id": 1, "hidden_act": "gelu",
+              "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1}
 
 
 def perturb(model: torch.nn.Module, gen: torch.Generator) -> None:
