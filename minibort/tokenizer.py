@@ -30,13 +30,14 @@ import gc
 import json
 import operator
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
 from itertools import pairwise, repeat
 
 import numpy as np
 import regex
+
+from .config import write_text_atomic
 
 SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")   # RoBERTa's, in fairseq's id order
 LSTRIP_TOKENS = ("<mask>",)                                   # these swallow the whitespace before them
@@ -111,19 +112,6 @@ def _ids_are_a_range(vocab: dict) -> bool:
     """True when the vocab's ids are exactly 0..V-1, each once (the bulk check; C speed)."""
     ids = list(vocab.values())
     return all(type(i) is int for i in ids) and sorted(ids) == list(range(len(ids)))
-
-
-def _atomic_write(path: str, text: str) -> None:
-    """Write `text` to `path` so that a reader sees the old file or the whole new one, never half."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _diagnose_vocab(vocab: dict) -> None:
@@ -307,9 +295,9 @@ class Tokenizer:
         directory = os.fspath(directory)
         os.makedirs(directory, exist_ok=True)
         vocab = {t: i for i, t in enumerate(self.decoder)}
-        _atomic_write(os.path.join(directory, "vocab.json"), json.dumps(vocab, ensure_ascii=False))
+        write_text_atomic(os.path.join(directory, "vocab.json"), json.dumps(vocab, ensure_ascii=False))
         merges = "".join(f"{a} {b}\n" for a, b in self.merges)
-        _atomic_write(os.path.join(directory, "merges.txt"), "#version: 0.2\n" + merges)
+        write_text_atomic(os.path.join(directory, "merges.txt"), "#version: 0.2\n" + merges)
 
     # ----------------------------------------------------------------------------------- encoding
     def _bpe(self, word: str, trace: list[str] | None = None) -> tuple[int, ...]:

@@ -46,18 +46,9 @@ import time
 import numpy as np
 
 from minibort import BortConfig, BortForMaskedLM, optim
+from minibort.bench.forward import random_bort_weights
 
 B, T, MLM_FRACTION = 8, 128, 0.15
-
-
-def bort_weights(cfg: BortConfig, seed: int = 0) -> dict[str, np.ndarray]:
-    """Bort-size float32 weights: transformers' init with LayerNorm and biases perturbed."""
-    m = BortForMaskedLM(cfg, seed=seed)
-    rng = np.random.default_rng(seed + 1)
-    for k, v in m.params.items():
-        if "LayerNorm" in k or k.endswith("bias"):
-            v += (0.1 * rng.standard_normal(v.shape)).astype(v.dtype)
-    return m.params
 
 
 def batch(cfg: BortConfig, seed: int = 0):
@@ -136,7 +127,7 @@ def child(which: str, threads: int) -> None:
     if which == "torch":
         import torch  # noqa: F401  (imported before the baseline, like minibort's numpy)
         import transformers  # noqa: F401
-    params = bort_weights(cfg)
+    params = random_bort_weights(cfg)
     if which == "minibort":
         step = minibort_step_fn(cfg, params, ids, mask, labels)[0]
     else:
@@ -220,7 +211,7 @@ def main(argv=None) -> dict:
                   f" step adds {m['peak_mb'] - m['baseline_rss_mb']:6.0f} MB", flush=True)
     # 2. time: both warmed up, then their steps interleaved, so a busy machine slows both alike
     cfg = BortConfig.bort()
-    params = bort_weights(cfg)
+    params = random_bort_weights(cfg)
     ids, mask, labels = batch(cfg)
     step, model, opt = minibort_step_fn(cfg, params, ids, mask, labels)
     tstep = torch_step_fn(cfg, params, ids, mask, labels, args.threads) if have_torch else None
