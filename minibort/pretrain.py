@@ -69,6 +69,8 @@ class PretrainConfig:
     corpus: str = _f("", "corpus folder from `python -m minibort.corpus` (built there if missing; "
                          "default: OUT/corpus)")
     tokenizer: str = _f("", "folder with vocab.json + merges.txt (default: train BPE into OUT/tokenizer)")
+    init: str = _f("", "start from this model folder's weights instead of a random initialisation "
+                       "(e.g. weights/bort-tiny); its own tokenizer is used and the shape flags must match it")
     out: str = _f("runs/bort-tiny", "output folder: checkpoint, token cache, final model")
     seq_len: int = _f(128, "tokens per sequence, <s> and </s> included")
     # model (Bort's shape scaled down: 4 layers, 8 heads, FFN = 3/4 of the width)
@@ -337,8 +339,13 @@ def _unflatten(ids, para_len, doc_len):
 
 
 def get_tokenizer(cfg: PretrainConfig):
-    """--tokenizer, or a vocabulary already trained into OUT/tokenizer, or train one there now."""
+    """--init's own tokenizer, or --tokenizer, or a vocabulary already in OUT/tokenizer, or train one there."""
     from .tokenizer import Tokenizer, train_bpe
+    if cfg.init:
+        if cfg.tokenizer:
+            raise SystemExit(f"error: --init {cfg.init} brings its own tokenizer (its embeddings are "
+                             "indexed by it); drop --tokenizer")
+        return Tokenizer.from_pretrained(cfg.init)
     if cfg.tokenizer:
         return Tokenizer.from_pretrained(cfg.tokenizer)
     tdir = os.path.join(cfg.out, "tokenizer")
@@ -353,6 +360,31 @@ def get_tokenizer(cfg: PretrainConfig):
     tok = train_bpe(texts, cfg.vocab_size, out_dir=tdir)
     print(f"trained a {tok.vocab_size}-token BPE vocabulary in {time.time() - t0:.0f} s", flush=True)
     return tok
+
+
+def initial_model(cfg: PretrainConfig, vocab_size: int, pad_token_id: int) -> tuple[BortForMaskedLM, dict]:
+    """The model training starts from: `cfg.init`'s weights in float32, else None (random init).
+
+    -> (model, record for training.json). The folder's shape must be the run's shape (the flags'
+    values), so that training.json's config describes the model; dropout comes from the run's flags.
+    """
+    want = cfg.model_config(vocab_size, pad_token_id)
+    model = BortForMaskedLM.from_pretrained(cfg.init, dtype=np.float32,
+                                            hidden_dropout_prob=want.hidden_dropout_prob,
+                                            attention_probs_dropout_prob=want.attention_probs_dropout_prob)
+    for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                 "intermediate_size", "max_position_embeddings", "pad_token_id"):
+        have, need = getattr(model.config, name), getattr(want, name)
+        if have != need:
+            flag = "--" + name.replace("_", "-")
+            raise SystemExit(f"error: --init {cfg.init} has {name}={have}, this run has {name}={need}; "
+                             f"pass {flag} {have} (or start from random weights without --init)")
+    weights = os.path.join(cfg.init, "model.safetensors")
+    record = {"model": cfg.init}
+    if os.path.exists(weights):
+        with open(weights, "rb") as f:
+            record["model_safetensors_sha256"] = hashlib.sha256(f.read()).hexdigest()
+    return model, record
 
 
 # ------------------------------------------------------------------------------------ the trainer
@@ -553,7 +585,8 @@ def pretrain(cfg: PretrainConfig, argv: list[str] | None = None) -> dict:
         if teacher.config.vocab_size != sp.vocab_size:
             raise SystemExit(f"error: the teacher's vocabulary ({teacher.config.vocab_size}) is not the "
                              f"student's ({sp.vocab_size}); distillation needs the same tokenizer")
-    trainer = Trainer(cfg, train_seqs, ev, sp, teacher=teacher)
+    init_model, init_record = initial_model(cfg, sp.vocab_size, sp.pad) if cfg.init else (None, None)
+    trainer = Trainer(cfg, train_seqs, ev, sp, model=init_model, teacher=teacher)
     ckpt = os.path.join(cfg.out, "checkpoint.npz")
     if cfg.resume and os.path.exists(ckpt):
         try:
@@ -583,6 +616,7 @@ def pretrain(cfg: PretrainConfig, argv: list[str] | None = None) -> dict:
         "numpy_version": np.__version__,
         "command": "python -m minibort.pretrain " + " ".join(argv if argv is not None else sys.argv[1:]),
         "config": dataclasses.asdict(cfg),
+        "init": init_record,
         "parameters": n_params,
         "steps": s["step"], "epochs": s["epoch"] + s["cursor"] / max(len(train_seqs), 1),
         "tokens_seen": s["tokens"], "wall_time_s": round(s["wall_time"], 1),

@@ -192,6 +192,21 @@ def test_flags_override_the_config():
     assert cfg.batch_size == P.PretrainConfig().batch_size
 
 
+def test_init_starts_from_a_model_folder_and_refuses_another_shape(tmp_path):
+    seqs = toy_sequences()
+    cfg = P.PretrainConfig(**TINY, steps=3, eval_every=0, checkpoint_every=0)
+    trained = P.Trainer(cfg, seqs, P.heldout_eval_set(seqs[:16], SP, 7), SP)
+    trained.run(None, log=lambda m: None)
+    trained.model.save_pretrained(tmp_path / "m")
+    model, record = P.initial_model(dataclasses.replace(cfg, init=str(tmp_path / "m")), SP.vocab_size, SP.pad)
+    assert all(np.array_equal(model.params[k], trained.model.params[k]) for k in trained.model.params)
+    assert record["model"] == str(tmp_path / "m") and len(record["model_safetensors_sha256"]) == 64
+    assert model.config.hidden_dropout_prob == cfg.hidden_dropout_prob
+    wider = dataclasses.replace(cfg, init=str(tmp_path / "m"), hidden_size=64)
+    with pytest.raises(SystemExit, match="hidden_size=32, this run has hidden_size=64; pass --hidden-size 32"):
+        P.initial_model(wider, SP.vocab_size, SP.pad)
+
+
 # ------------------------------------------------------------------------------------ the shipped model
 
 
