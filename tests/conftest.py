@@ -44,6 +44,23 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = 1
 
 
+# Environment variables that change where minibort looks or what it may do. Many users export some
+# of them (HF_HUB_OFFLINE=1 on machines without a network); every test starts with none of them set
+# and sets what it needs with monkeypatch, so the suite gives the same result in any shell.
+USER_ENVIRONMENT = ("HF_HUB_OFFLINE", "HF_ENDPOINT", "HF_TOKEN", "MINIBORT_CACHE", "XDG_CACHE_HOME",
+                    "MINIBORT_HUB_TIMEOUT", "MINIBORT_HUB_DEADLINE", "MINIBORT_HUB_MIN_RATE",
+                    "TRANSFORMERS_OFFLINE")
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch, tmp_path_factory):
+    """Clear the user's hub and cache settings; point the cache at a fresh folder of this session."""
+    for name in USER_ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MINIBORT_CACHE", str(tmp_path_factory.getbasetemp() / "minibort-cache"))
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")       # the discard port: nothing answers
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     if not SHARED.is_dir():
