@@ -1,87 +1,187 @@
-"""The tutorials run: each notebook's code cells, joined in order, are executed in a fresh Python
-process (working directory `tutorials/`, 120 s limit), which must exit with status 0.
+"""The tutorials are checked, not trusted.
 
-Jupyter is not needed: a notebook is JSON. Each notebook runs twice: as the machine has it, and
-"bare", with matplotlib hidden (`import matplotlib` raises ImportError) and the shipped bort-tiny
-hidden (`minibort.weights.__path__` pointed at an empty folder). Bare, notebook 1 trains its own
-vocabulary and notebook 2 skips its fill-mask part and fine-tunes a random tiny model, each saying so.
+Every tutorials/NN_*.ipynb (found by glob, so a new notebook is checked without anyone listing it):
+- is stored executed, in order, with no error output, no path of this machine, small plots, a
+  "Check yourself" section with answers, and relative links to the code it explains (plain JSON,
+  no Jupyter needed);
+- runs again under nbval (`pytest --nbval`), Jupyter's own checker, and every fresh output equals the
+  saved one after the substitutions in tutorials/nbval_sanitize.cfg: a notebook that raises, or whose
+  saved outputs went stale, fails here. Those tests need the `tutorials` extra and skip without it.
+`python -m minibort.tutorials` is tested on small throw-away notebooks.
 """
 
 from __future__ import annotations
 
+import base64
+import importlib.util
 import json
-import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-TUTORIALS = Path(__file__).resolve().parents[1] / "tutorials"
-NOTEBOOKS = ("01_bort_from_the_inside.ipynb", "02_fill_mask_and_finetune.ipynb")
-TIMEOUT = 120          # seconds per notebook run
+from minibort import tutorials
 
-# Executed by the child process: argv = [notebook path, "as-is" | "bare", empty folder].
-RUNNER = r"""
-import json, sys
+ROOT = Path(__file__).resolve().parents[1]
+TUTORIALS = ROOT / "tutorials"
+NOTEBOOKS = tutorials.find_notebooks(TUTORIALS)
+SANITIZE = TUTORIALS / "nbval_sanitize.cfg"
+SERIES = ("01_tokenizer", "02_forward", "03_backward", "04_checkpoints", "05_pretraining")
+GENERIC_PATHS = ["/home/", "/Users/", "/work/", "/tmp/", "site-packages", "C:\\"]
+MAX_PNG_BYTES = 120_000
+MAX_FOLDER_BYTES = 5_000_000
 
-path, mode = sys.argv[1], sys.argv[2]
-if mode == "bare":
-    sys.modules["matplotlib"] = None                  # any `import matplotlib...` raises ImportError
-    import minibort.weights
-    minibort.weights.__path__[:] = [sys.argv[3]]      # an empty folder: no bort-tiny
-with open(path, encoding="utf-8") as f:
-    nb = json.load(f)
-code = "\n\n".join("".join(cell["source"]) for cell in nb["cells"] if cell["cell_type"] == "code")
-exec(compile(code, path, "exec"), {"__name__": "__main__"})
-"""
-
-# What each notebook must print when bort-tiny and matplotlib are hidden.
-BARE_MESSAGES = {
-    "01_bort_from_the_inside.ipynb": ["bort-tiny is not installed", "matplotlib is not installed"],
-    "02_fill_mask_and_finetune.ipynb": ["model.safetensors is absent", "matplotlib is not installed"],
-}
+MISSING = [m for m in (*tutorials.EXTRA_MODULES, "nbval") if importlib.util.find_spec(m) is None]
+needs_extra = pytest.mark.skipif(
+    bool(MISSING), reason=f"the tutorials extra is not installed (no {', '.join(MISSING)}): "
+                          f"{tutorials.INSTALL_HINT}")
 
 
-def load(name: str) -> dict:
-    with open(TUTORIALS / name, encoding="utf-8") as f:
+def load(path: Path) -> dict:
+    with open(path, encoding="utf-8") as f:
         return json.load(f)
 
 
-def run_notebook(name: str, mode: str, empty_dir: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, MPLBACKEND="Agg")          # a plot, if matplotlib is there, needs no display
-    return subprocess.run([sys.executable, "-c", RUNNER, str(TUTORIALS / name), mode, str(empty_dir)],
-                          check=False, cwd=TUTORIALS, env=env, capture_output=True, text=True,
-                          timeout=TIMEOUT)
+def ids(paths):
+    return [p.stem for p in paths]
 
 
-def explain_failure(name: str, mode: str, proc: subprocess.CompletedProcess) -> str:
-    return (f"{name} ({mode}) exited with status {proc.returncode}\n"
-            f"--- stdout (last 3000 characters) ---\n{proc.stdout[-3000:]}\n"
-            f"--- stderr (last 5000 characters) ---\n{proc.stderr[-5000:]}")
+def test_the_series_is_there():
+    stems = [p.stem for p in NOTEBOOKS]
+    missing = [s for s in SERIES if s not in stems]
+    assert not missing, f"tutorials/ lacks {missing}; found {stems}"
 
 
-@pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_is_plain_nbformat4_without_outputs(name):
-    nb = load(name)
-    assert nb["nbformat"] == 4
-    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+# ------------------------------------------------------------------ the saved notebooks (no Jupyter)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids(NOTEBOOKS))
+def test_saved_executed_in_order(path):
+    nb = load(path)
+    assert nb["nbformat"] == 4 and nb["metadata"]["kernelspec"]["name"] == tutorials.KERNEL
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
-    assert code, f"{name} has no code cells"
-    for k, cell in enumerate(code):
-        assert cell["outputs"] == [], f"{name}: code cell {k} has stored outputs; clear them"
-        assert cell["execution_count"] is None, f"{name}: code cell {k} has an execution count"
-        for line in "".join(cell["source"]).splitlines():
-            # The test runs the cells as plain Python, so IPython magics and shell escapes cannot work.
-            assert not line.lstrip().startswith(("%", "!")), f"{name}: code cell {k} uses IPython syntax: {line!r}"
+    assert code, f"{path.name} has no code cells"
+    counts = [c["execution_count"] for c in code]
+    assert counts == list(range(1, len(code) + 1)), (
+        f"{path.name} is not saved executed top to bottom (execution counts {counts}): "
+        "run python -m minibort.tutorials --execute " + path.stem)
+    assert any(c["outputs"] for c in code), f"{path.name} has no outputs"
+    errors = [k for k, c in enumerate(code, 1) if any(o["output_type"] == "error" for o in c["outputs"])]
+    assert not errors, f"{path.name}: code cells {errors} were saved with an error"
 
 
-@pytest.mark.parametrize("mode", ["as-is", "bare"])
-@pytest.mark.parametrize("name", [NOTEBOOKS[0], pytest.param(NOTEBOOKS[1], marks=pytest.mark.slow)])
-def test_notebook_runs(name, mode, tmp_path):
-    proc = run_notebook(name, mode, tmp_path)
-    assert proc.returncode == 0, explain_failure(name, mode, proc)
-    assert "done in" in proc.stdout, explain_failure(name, mode, proc)      # the last cell ran
-    if mode == "bare":
-        for message in BARE_MESSAGES[name]:
-            assert message in proc.stdout, f"{name} (bare) did not print {message!r}\n{proc.stdout[-3000:]}"
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids(NOTEBOOKS))
+def test_outputs_show_no_machine_path(path):
+    problems = tutorials.paths_in_outputs(load(path), tutorials.machine_paths() + GENERIC_PATHS)
+    assert not problems, f"{path.name}:\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids(NOTEBOOKS))
+def test_plots_are_small_pngs(path):
+    for k, cell in enumerate(c for c in load(path)["cells"] if c["cell_type"] == "code"):
+        for out in cell["outputs"]:
+            png = out.get("data", {}).get("image/png")
+            if png:
+                size = len(base64.b64decode("".join(png)))
+                assert size <= MAX_PNG_BYTES, f"{path.name} code cell {k + 1}: a {size:,}-byte PNG"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids(NOTEBOOKS))
+def test_links_code_and_ends_with_exercises_and_answers(path):
+    markdown = ["".join(c["source"]) for c in load(path)["cells"] if c["cell_type"] == "markdown"]
+    assert markdown and markdown[0].startswith("# "), f"{path.name} must open with a markdown title"
+    text = "\n".join(markdown)
+    assert re.search(r"\]\(\.\./(minibort|tests)/[\w/]+\.py", text), \
+        f"{path.name} links no code with a relative link such as (../minibort/layers.py)"
+    assert not re.search(r"\]\((/|file:)", text), f"{path.name} has an absolute link"
+    tail = text[text.find("## Check yourself"):] if "## Check yourself" in text else ""
+    assert tail, f"{path.name} has no '## Check yourself' section"
+    assert tail.count("<details>") >= 2, f"{path.name}: 'Check yourself' needs answers in <details> blocks"
+
+
+def test_tutorials_folder_stays_small():
+    size = sum(p.stat().st_size for p in TUTORIALS.rglob("*") if p.is_file())
+    assert size <= MAX_FOLDER_BYTES, f"tutorials/ holds {size:,} bytes"
+
+
+# ------------------------------------------------------------------ nbval: run again, compare
+
+
+@needs_extra
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids(NOTEBOOKS))
+def test_notebook_reruns_to_its_saved_outputs(path):
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval", "--nbval-current-env",
+           "--nbval-sanitize-with", str(SANITIZE), "--nbval-cell-timeout", "300", str(path)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
+    assert proc.returncode == 0, (
+        f"{path.name}: nbval failed (a cell raised, or its output no longer matches the saved one). If "
+        f"the change is intended, run `python -m minibort.tutorials --execute {path.stem}` and commit.\n"
+        + proc.stdout[-6000:] + proc.stderr[-2000:])
+
+
+# ------------------------------------------------------------------ python -m minibort.tutorials
+
+
+def run_cli(*args: str, prelude: str = "") -> subprocess.CompletedProcess:
+    code = f"{prelude}\nimport sys\nfrom minibort.tutorials import main\nsys.exit(main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300,
+                          check=False)
+
+
+def write_notebook(folder: Path, name: str, *sources: str) -> Path:
+    cells = [{"cell_type": "code", "execution_count": None, "id": f"c{k}", "metadata": {}, "outputs": [],
+              "source": s} for k, s in enumerate(sources)]
+    nb = {"cells": cells, "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python",
+                                                      "name": "python3"}},
+          "nbformat": 4, "nbformat_minor": 5}
+    path = folder / name
+    path.write_text(json.dumps(nb), encoding="utf-8")
+    return path
+
+
+def test_cli_help_and_list():
+    proc = run_cli("--help")
+    assert proc.returncode == 0 and "--execute" in proc.stdout and "tutorials" in proc.stdout
+    proc = run_cli("--list")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [p.name for p in NOTEBOOKS]
+
+
+def test_cli_unknown_notebook_names_the_available_ones(tmp_path):
+    write_notebook(tmp_path, "01_one.ipynb", "1")
+    proc = run_cli("--execute", "99_nothing", "--dir", str(tmp_path))
+    assert proc.returncode == 1 and proc.stderr.startswith("error: ") and "01_one" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_without_the_extra_says_how_to_install_it(tmp_path):
+    write_notebook(tmp_path, "01_one.ipynb", "1")
+    proc = run_cli("--execute", "--dir", str(tmp_path), prelude="import sys; sys.modules['nbclient'] = None")
+    assert proc.returncode == 1 and proc.stderr.startswith("error: "), proc.stderr
+    assert tutorials.INSTALL_HINT in proc.stderr and "Traceback" not in proc.stderr
+
+
+@needs_extra
+def test_cli_executes_and_saves_outputs(tmp_path):
+    path = write_notebook(tmp_path, "01_one.ipynb", "x = 6 * 7", "print(x)")
+    proc = run_cli("--execute", "01", "--dir", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    code = [c for c in load(path)["cells"] if c["cell_type"] == "code"]
+    assert [c["execution_count"] for c in code] == [1, 2]
+    assert "".join(code[1]["outputs"][0]["text"]) == "42\n"
+    assert "executed in" in proc.stdout
+
+
+@needs_extra
+def test_cli_refuses_to_save_a_failing_notebook_or_a_machine_path(tmp_path):
+    failing = write_notebook(tmp_path, "01_fails.ipynb", "print('before')", "1 / 0")
+    leaking = write_notebook(tmp_path, "02_leaks.ipynb", "import os\nprint(os.getcwd())")
+    before = failing.read_bytes(), leaking.read_bytes()
+    proc = run_cli("--execute", "01", "--dir", str(tmp_path))
+    assert proc.returncode == 1 and "ZeroDivisionError" in proc.stderr and "not saved" in proc.stderr
+    proc = run_cli("--execute", "02_leaks", "--dir", str(tmp_path))
+    assert proc.returncode == 1 and "path of this machine" in proc.stderr, proc.stderr
+    assert (failing.read_bytes(), leaking.read_bytes()) == before
