@@ -1,7 +1,7 @@
 """minibort: Amazon's Bort from scratch in NumPy, forward and backward, for people who learn by reading code."""
 
-from .checkpoint import CheckpointError
 from .config import BortConfig, ConfigError
+from .formats.common import CheckpointError
 from .model import BortForMaskedLM, BortForSequenceClassification, BortModel
 from .tokenizer import Tokenizer, train_bpe
 

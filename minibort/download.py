@@ -36,8 +36,8 @@ from .checkpoint import (
     load_state_dict,
 )
 from .config import BortConfig
+from .formats.safetensors import save_file
 from .hub import HubError, cache_root, download_url, hf_hub_download, sha256_file, write_sidecar
-from .safetensors import save_file
 
 ORIGINAL_URL = "https://alexa-saif-bort.s3.amazonaws.com/bort.params"
 TOKENIZER_FILES = ("vocab.json", "merges.txt")

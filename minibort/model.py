@@ -329,7 +329,7 @@ class _Bort:
                 continue
             v = np.asarray(renamed[name])
             if v.shape != tuple(shape):
-                from .checkpoint import CheckpointError
+                from .formats.common import CheckpointError
                 raise CheckpointError(f"{name}: the checkpoint has shape {v.shape}, the config expects "
                                       f"{tuple(shape)}; does config.json belong to these weights?")
             params[name] = np.ascontiguousarray(v, dtype=self.dtype)
@@ -337,7 +337,7 @@ class _Bort:
             encoder_missing = [m for m in missing
                                if m.startswith((self.prefix + "embeddings", self.prefix + "encoder"))]
             if encoder_missing:
-                from .checkpoint import CheckpointError
+                from .formats.common import CheckpointError
                 raise CheckpointError(f"the checkpoint lacks {len(encoder_missing)} encoder weights, "
                                       f"e.g. {encoder_missing[0]}; is it a Bort/BERT checkpoint?")
             warnings.warn(f"{type(self).__name__}: {len(missing)} weights are not in the checkpoint and "
@@ -397,7 +397,7 @@ class _Bort:
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write config.json and model.safetensors that transformers' from_pretrained loads."""
-        from .safetensors import save_file
+        from .formats.safetensors import save_file
         os.makedirs(directory, exist_ok=True)
         d = self.config.to_dict()
         d["architectures"] = [self.architecture]

@@ -47,7 +47,7 @@ class Optimizer:
 
     `state` maps a state name (e.g. "exp_avg") to a dict {param name: array of the param's shape and
     dtype}. `state_dict()` flattens it to {"step": int, "lr": float, "exp_avg/<param name>": array}
-    so it can be written with np.savez or minibort.safetensors and read back with `load_state_dict`.
+    so it can be written with np.savez or minibort.formats.safetensors and read back with `load_state_dict`.
     """
 
     state_names: tuple[str, ...] = ()

@@ -653,7 +653,7 @@ def export(model_dir: str, dest: str, dtype: str = "float16") -> dict:
     """
     import shutil
 
-    from .safetensors import save_file
+    from .formats.safetensors import save_file
     os.makedirs(dest, exist_ok=True)
     model = BortForMaskedLM.from_pretrained(model_dir)
     for name in ("config.json", "vocab.json", "merges.txt"):

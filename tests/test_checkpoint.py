@@ -9,31 +9,23 @@ minibort, without torch, reproduces transformers' hidden states within 1e-4.
 
 from __future__ import annotations
 
-import json
-import pickle
 import shutil
 import struct
 import subprocess
 import sys
 import warnings
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from test_formats_mxnet import mx_save
 
 import minibort.checkpoint as ckpt
 from minibort import BortConfig, BortForMaskedLM, BortModel
-from minibort.checkpoint import (
-    CheckpointError,
-    file_kind,
-    find_weights,
-    load_pretrained,
-    load_state_dict,
-    load_torch_zip,
-    save_torch_zip,
-)
-from minibort.safetensors import save_file
+from minibort.checkpoint import CheckpointError, find_weights, load_pretrained, load_state_dict
+from minibort.formats import file_kind
+from minibort.formats.safetensors import save_file
+from minibort.formats.torch_zip import save_torch_zip
 
 ROOT = Path(__file__).resolve().parents[1]
 TOL = 1e-4
@@ -59,19 +51,6 @@ def tiny_state(seed: int = 0) -> tuple[BortConfig, dict[str, np.ndarray]]:
 
 
 # =============================================================================== Gluon / MXNet files
-def mx_save(path: Path, arrays: dict[str, np.ndarray], magic: int = 0xF993FAC9) -> None:
-    """Write an MXNet NDArray list the way `mx.nd.save` does (bort-facts section 3), with no MXNet."""
-    flags = {np.dtype(np.float32): 0, np.dtype(np.float64): 1, np.dtype(np.float16): 2, np.dtype(np.uint8): 3,
-             np.dtype(np.int32): 4, np.dtype(np.int8): 5, np.dtype(np.int64): 6}
-    out = [struct.pack("<QQQ", 0x112, 0, len(arrays))]
-    for a in arrays.values():
-        out += [struct.pack("<IiI", magic, 0, a.ndim), struct.pack(f"<{a.ndim}q", *a.shape),
-                struct.pack("<iii", 1, 0, flags[a.dtype]), np.ascontiguousarray(a).tobytes()]
-    out.append(struct.pack("<Q", len(arrays)))
-    out += [struct.pack("<Q", len(n.encode())) + n.encode() for n in arrays]
-    path.write_bytes(b"".join(out))
-
-
 def to_gluon(state: dict[str, np.ndarray], layers: int) -> dict[str, np.ndarray]:
     """transformers names -> GluonNLP 0.8.3 BERTModel names, spelled out from bort-facts section 3."""
     g = {"word_embed.0.weight": state["bert.embeddings.word_embeddings.weight"],
@@ -125,16 +104,6 @@ def test_folder_with_only_bort_params_gets_bort_like_config(tmp_path):
     assert model(np.array([[0, 5, 7, 2]])).shape == (1, 4, 99)
 
 
-def test_mxnet_v3_magic_float16_and_unnamed(tmp_path):
-    a = np.arange(6, dtype=np.float16).reshape(2, 3)
-    mx_save(tmp_path / "a.params", {"x": a}, magic=0xF993FACA)
-    np.testing.assert_array_equal(ckpt.load_mxnet_params(tmp_path / "a.params")["x"], a.astype(np.float32))
-    raw = (tmp_path / "a.params").read_bytes()
-    name_part = struct.pack("<Q", 1) + struct.pack("<Q", 1) + b"x"
-    (tmp_path / "b.params").write_bytes(raw[: -len(name_part)] + struct.pack("<Q", 0))
-    assert list(ckpt.load_mxnet_params(tmp_path / "b.params")) == ["0"]
-
-
 def test_mxnet_unknown_names_and_sparse_are_refused(tmp_path):
     mx_save(tmp_path / "a.params", {"bertmodel0_word_embed_embedding0_weight": np.zeros((3, 2), np.float32)})
     with pytest.raises(CheckpointError, match="unexpected Gluon parameter names"):
@@ -144,27 +113,6 @@ def test_mxnet_unknown_names_and_sparse_are_refused(tmp_path):
     (tmp_path / "b.params").write_bytes(bytes(raw))
     with pytest.raises(CheckpointError, match="sparse"):
         load_state_dict(tmp_path / "b.params")
-
-
-# =============================================================================== torch zips, no torch
-def test_own_torch_zip_writer_round_trip(tmp_path):
-    rng = np.random.default_rng(0)
-    t = {"a": rng.standard_normal((3, 5)).astype(np.float32), "h": rng.standard_normal(4).astype(np.float16),
-         "i": np.arange(7), "s": np.array(1.5), "e": np.zeros((0, 3), np.float32), "big": np.array([2 ** 40])}
-    save_torch_zip(t, tmp_path / "m.bin", top="anything_at_all")
-    back = load_torch_zip(tmp_path / "m.bin", dtype=None)
-    for k, v in t.items():
-        assert back[k].dtype == v.dtype and back[k].shape == v.shape, k
-        np.testing.assert_array_equal(back[k], v)
-    assert load_torch_zip(tmp_path / "m.bin")["h"].dtype == np.float32   # floats converted, ints kept
-    assert load_torch_zip(tmp_path / "m.bin")["i"].dtype == np.int64
-
-
-def test_float32_bin_is_memory_mapped(tmp_path):
-    from test_safetensors import backed_by_mmap
-    save_torch_zip({"w": np.arange(100, dtype=np.float32)}, tmp_path / "m.bin")
-    w = load_torch_zip(tmp_path / "m.bin")["w"]
-    assert backed_by_mmap(w)
 
 
 def test_find_weights_prefers_safetensors_then_bin_then_params(tmp_path):
@@ -236,105 +184,6 @@ def test_loading_does_not_import_torch(tmp_path):
             "print(bad); assert not bad")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert r.returncode == 0, r.stdout + r.stderr
-
-
-# =============================================================================== hostile pickles
-def zip_pickle(path: Path, pkl: bytes, top: str = "archive") -> None:
-    """Wrap a pickle the way torch.save does: <top>/data.pkl in a zip."""
-    with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr(f"{top}/data.pkl", pkl)
-        zf.writestr(f"{top}/byteorder", "little")
-
-
-class Reduce:
-    """Pickles as a call `func(*args)`: how a malicious pickle runs code."""
-
-    def __init__(self, func, args) -> None:
-        self.func, self.args = func, args
-
-    def __reduce__(self):
-        return self.func, self.args
-
-
-def _hostile_pickles(marker: Path) -> dict[str, bytes]:
-    import builtins
-    import os
-    cmd = f"touch {marker}"
-    return {
-        "os.system (protocol 2, GLOBAL)": pickle.dumps({"w": Reduce(os.system, (cmd,))}, protocol=2),
-        "os.system (protocol 4, STACK_GLOBAL)": pickle.dumps({"w": Reduce(os.system, (cmd,))}, protocol=4),
-        "builtins.eval": pickle.dumps(Reduce(builtins.eval, (f"open({str(marker)!r}, 'w')",)), protocol=2),
-        "builtins.exec": pickle.dumps(Reduce(builtins.exec, (f"open({str(marker)!r}, 'w')",)), protocol=2),
-        "subprocess.Popen": pickle.dumps(Reduce(subprocess.Popen, (["touch", str(marker)],)), protocol=2),
-        "posix.system by hand": b"\x80\x02cposix\nsystem\nX" + struct.pack("<I", len(cmd)) + cmd.encode()
-                                + b"\x85R.",
-        "INST opcode (protocol 0)": f"(S'{cmd}'\nios\nsystem\n.".encode(),
-        "after a valid entry": (b"\x80\x02}(X\x01\x00\x00\x00a" + b"ccollections\nOrderedDict\n)R"
-                                + b"X\x01\x00\x00\x00bcos\nsystem\nX" + struct.pack("<I", len(cmd))
-                                + cmd.encode() + b"\x85Ru."),
-        "torch.load itself": b"\x80\x02ctorch\nload\nX\x01\x00\x00\x00x\x85R.",
-        "getattr chain": b"\x80\x02cbuiltins\ngetattr\n.",
-    }
-
-
-@pytest.mark.parametrize("case", list(_hostile_pickles(Path("/x"))))
-def test_hostile_pickle_is_refused_and_nothing_runs(tmp_path, case):
-    marker = tmp_path / "pwned"
-    zip_pickle(tmp_path / "evil.bin", _hostile_pickles(marker)[case])
-    with pytest.raises(CheckpointError) as e:
-        load_state_dict(tmp_path / "evil.bin")
-    print(case, "->", e.value)
-    assert not marker.exists(), "the pickle ran code"
-    assert "refusing" in str(e.value) or "not allowed" in str(e.value)
-
-
-def test_refusal_names_the_global(tmp_path):
-    import os
-    zip_pickle(tmp_path / "evil.bin", pickle.dumps(Reduce(os.system, ("true",)), protocol=4))
-    with pytest.raises(CheckpointError, match=r"refusing to load global (os|posix)\.system"):
-        load_state_dict(tmp_path / "evil.bin")
-
-
-def test_rebuild_with_fake_storage_is_refused(tmp_path):
-    # _rebuild_tensor_v2 is allowed, but only on storages that come from the archive.
-    pkl = (b"\x80\x02}X\x01\x00\x00\x00actorch._utils\n_rebuild_tensor_v2\n(X\x01\x00\x00\x00sK\x00K\x01\x85K\x01"
-           b"\x85\x89ccollections\nOrderedDict\n)RtRs.")
-    zip_pickle(tmp_path / "m.bin", pkl)
-    with pytest.raises(CheckpointError, match="persistent storage"):
-        load_state_dict(tmp_path / "m.bin")
-
-
-def test_build_cannot_modify_allowed_functions(tmp_path):
-    # GLOBAL _rebuild_tensor_v2, then BUILD with slot state {"__defaults__": (1,)}: would patch our module.
-    pkl = b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\nN}X\x0c\x00\x00\x00__defaults__K\x01\x85s\x86b."
-    zip_pickle(tmp_path / "m.bin", pkl)
-    before = ckpt._rebuild_tensor_v2.__defaults__
-    with pytest.raises(CheckpointError, match="set attributes"):
-        load_state_dict(tmp_path / "m.bin")
-    assert ckpt._rebuild_tensor_v2.__defaults__ == before
-
-
-def test_huge_memo_index_is_refused(tmp_path):
-    zip_pickle(tmp_path / "m.bin", b"\x80\x02}r\xff\xff\xff\xff.")          # LONG_BINPUT 4294967295
-    with pytest.raises(CheckpointError, match="memo index"):
-        load_state_dict(tmp_path / "m.bin")
-
-
-@pytest.mark.parametrize("header_len", [128, 640, 1408])
-def test_safetensors_whose_length_looks_like_a_pickle(tmp_path, header_len):
-    # A header length of 0x280 is stored as bytes 80 02 ..., the start of a protocol-2 pickle.
-    blob = json.dumps({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
-    blob += b" " * (header_len - len(blob))
-    (tmp_path / "m.safetensors").write_bytes(header_len.to_bytes(8, "little") + blob + bytes(4))
-    assert file_kind(tmp_path / "m.safetensors") == "safetensors"
-    assert load_state_dict(tmp_path / "m.safetensors")["a"].shape == (1,)
-
-
-def test_legacy_pickle_is_refused_with_the_fix(tmp_path):
-    # torch.save(..., _use_new_zipfile_serialization=False) starts with a pickled magic number.
-    (tmp_path / "old.bin").write_bytes(b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19.\x80\x02M\xe9\x03.")
-    with pytest.raises(CheckpointError, match="legacy.*torch.save"):
-        load_state_dict(tmp_path / "old.bin")
 
 
 # =============================================================================== against transformers
@@ -422,34 +271,6 @@ def test_bin32_shares_the_tied_storage_and_maps_the_file(bort_files):
         sd16 = load_state_dict(bort_files["root"] / "bin16" / "pytorch_model.bin", dtype=None)
     assert sd16["bert.embeddings.position_ids"].dtype == np.int64
     assert sd16["bert.embeddings.word_embeddings.weight"].dtype == np.float16
-
-
-@pytest.mark.reference
-def test_torch_loads_our_torch_zip_and_we_load_torch_views(tmp_path):
-    torch = pytest.importorskip("torch", reason="torch (reference extra) is absent")
-    _, state = tiny_state()
-    save_torch_zip(state, tmp_path / "ours.bin")
-    theirs = torch.load(tmp_path / "ours.bin", weights_only=True)
-    assert set(theirs) == set(state)
-    for k in state:
-        np.testing.assert_array_equal(theirs[k].numpy(), state[k])
-    # Views with offsets and strides into one storage, bfloat16, parameters, int buffers.
-    base = torch.randn(6, 8)
-    sd = {"base": base, "row": base[2], "cols": base[1:, ::3], "t": base.t(), "bf": torch.randn(5).bfloat16(),
-          "param": torch.nn.Parameter(torch.randn(3)), "ids": torch.arange(4)}
-    torch.save(sd, tmp_path / "views.bin")
-    got = load_torch_zip(tmp_path / "views.bin", dtype=None)
-    for k, v in sd.items():
-        np.testing.assert_array_equal(got[k], v.detach().float().numpy() if k == "bf" else v.detach().numpy(), k)
-    assert np.shares_memory(got["base"], got["row"])
-
-
-@pytest.mark.reference
-def test_legacy_torch_file_is_refused(tmp_path):
-    torch = pytest.importorskip("torch", reason="torch (reference extra) is absent")
-    torch.save({"a": torch.ones(2)}, tmp_path / "old.bin", _use_new_zipfile_serialization=False)
-    with pytest.raises(CheckpointError, match="legacy"):
-        load_state_dict(tmp_path / "old.bin")
 
 
 @pytest.mark.reference

@@ -18,17 +18,12 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_checkpoint import mx_save
+from test_formats_mxnet import mx_save
 
-from minibort.checkpoint import (
-    CheckpointError,
-    _pickle_int,
-    _pickle_ints,
-    _pickle_str,
-    load_state_dict,
-    save_torch_zip,
-)
-from minibort.safetensors import save_file
+from minibort.formats import load_state_dict
+from minibort.formats.common import CheckpointError
+from minibort.formats.safetensors import save_file
+from minibort.formats.torch_zip import _pickle_int, _pickle_ints, _pickle_str, save_torch_zip
 
 FUZZ = settings(max_examples=120, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

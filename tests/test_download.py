@@ -18,9 +18,9 @@ from test_hub import Server
 
 import minibort.checkpoint as ckpt
 from minibort import BortForMaskedLM
-from minibort.checkpoint import save_torch_zip
+from minibort.formats.torch_zip import save_torch_zip
 from minibort.download import main
-from minibort.safetensors import load_file
+from minibort.formats.safetensors import load_file
 
 GLUON = Path(__file__).resolve().parent / "fixtures" / "gluon"
 

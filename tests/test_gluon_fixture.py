@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from minibort import BortForMaskedLM, BortModel
-from minibort.checkpoint import load_mxnet_params, load_pretrained
+from minibort.checkpoint import load_pretrained
+from minibort.formats.mxnet import load_mxnet_params
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "gluon"
 FORMAT_VERSION = 1

@@ -273,7 +273,7 @@ def test_resolve_file_local_folder_and_hub(server, tmp_path):
 def test_from_pretrained_through_the_hub(server, served, tmp_path):
     from test_checkpoint import tiny_state
 
-    from minibort.checkpoint import save_torch_zip
+    from minibort.formats.torch_zip import save_torch_zip
     cfg, state = tiny_state()
     st_dir = served / "test" / "tiny" / "resolve" / "main"
     BortForMaskedLM(cfg, state).save_pretrained(st_dir)

@@ -10,8 +10,8 @@ import os
 import numpy as np
 import pytest
 
-from minibort.checkpoint import CheckpointError
-from minibort.safetensors import load_file, load_metadata, read_header, save_file
+from minibort.formats.common import CheckpointError
+from minibort.formats.safetensors import load_file, load_metadata, read_header, save_file
 
 ALL_DTYPES = [np.float64, np.float32, np.float16, np.int64, np.int32, np.int16, np.int8, np.uint8, np.bool_]
 

@@ -36,10 +36,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoint import load_state_dict, save_torch_zip
+from ..checkpoint import load_state_dict
 from ..config import BortConfig
+from ..formats.safetensors import save_file
+from ..formats.torch_zip import save_torch_zip
 from ..model import BortForMaskedLM
-from ..safetensors import save_file
 
 B, T = 8, 128
 

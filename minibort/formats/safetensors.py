@@ -15,8 +15,9 @@ is allocated beyond the header's own size, so a hostile header cannot make us al
 the file holds.
 
 Tensors come back as NumPy views of a copy-on-write memory map (`np.memmap(mode="c")`): nothing is
-read until it is used, writing to an array never changes the file. NumPy has no bfloat16, so BF16
-tensors are widened to float32 (a bf16 number is the top 16 bits of a float32: shift left by 16).
+read until it is used, writing to an array never changes the file (`mmap=False` reads the file into
+memory instead; see `formats.common`). NumPy has no bfloat16, so BF16 tensors are widened to
+float32 (`formats.common.widen_bf16`).
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import tempfile
 
 import numpy as np
 
-from .checkpoint import CheckpointError
+from .._files import atomic_open
+from .common import CheckpointError, cast_float, file_bytes, widen_bf16
 
 # safetensors dtype name -> NumPy dtype (little-endian). BF16 is read as raw uint16 and widened.
 DTYPES: dict[str, np.dtype] = {
@@ -122,35 +123,28 @@ def _check_entry(path: str, name: str, info: object, data_size: int, data_start:
     return {"dtype": dtype, "shape": tuple(shape), "begin": data_start + begin, "end": data_start + end}
 
 
-def load_file(path: str | os.PathLike, dtype: np.dtype | type | None = None) -> dict[str, np.ndarray]:
-    """Load every tensor of a safetensors file as NumPy arrays backed by a memory map.
+def load_file(path: str | os.PathLike, dtype: np.dtype | type | None = None,
+              mmap: bool = True) -> dict[str, np.ndarray]:
+    """Load every tensor of a safetensors file as NumPy arrays, views of the file's bytes.
 
     `dtype=None` keeps each tensor's stored dtype (BF16 becomes float32); a floating `dtype`
     converts floating tensors to it (a copy only where the dtype differs); integer and bool
-    tensors are never converted.
+    tensors are never converted. `mmap=True` maps the file (see `formats.common.file_bytes` for
+    what that means if the file changes); `mmap=False` reads it into memory first.
     """
-    entries, _, _, file_size = read_header(path)
-    out: dict[str, np.ndarray] = {}
+    entries, _, _, _ = read_header(path)
     if not entries:
-        return out
-    try:
-        # Copy-on-write: pages are read lazily, and in-place updates stay private to this process.
-        buf = np.memmap(path, dtype=np.uint8, mode="c", shape=(file_size,))
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"cannot memory-map {os.fspath(path)}: {e}") from None
+        return {}
+    buf = file_bytes(path, mmap)                  # (file size,) uint8
+    dtype = None if dtype is None else np.dtype(dtype)
+    out: dict[str, np.ndarray] = {}
     for name, e in entries.items():
         raw = buf[e["begin"]:e["end"]]
         if e["dtype"] == "BF16":
-            bits = raw.view(DTYPES["BF16"]).astype(np.uint32) << 16   # bf16 = top half of a float32
-            arr = bits.view(np.float32).reshape(e["shape"])
+            arr = widen_bf16(raw.view(DTYPES["BF16"])).reshape(e["shape"])
         else:
             arr = raw.view(DTYPES[e["dtype"]]).reshape(e["shape"])
-        if arr.dtype.byteorder == ">":                                  # only on big-endian hosts
-            arr = arr.astype(arr.dtype.newbyteorder("="))
-        if dtype is not None and arr.dtype.kind == "f" and arr.dtype != np.dtype(dtype):
-            arr = arr.astype(dtype)
-        # Return plain ndarrays (views of the map), not np.memmap subclass objects.
-        out[name] = arr.view(np.ndarray) if isinstance(arr, np.memmap) else arr
+        out[name] = cast_float(arr, dtype)
     return out
 
 
@@ -187,15 +181,8 @@ def save_file(tensors: dict[str, np.ndarray], path: str | os.PathLike,
         offset += a.nbytes
     blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
     blob += b" " * (-len(blob) % 8)                                  # pad so the data starts 8-aligned
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(len(blob).to_bytes(8, "little"))
-            f.write(blob)
-            for a in arrays:
-                f.write(a.reshape(-1).view(np.uint8).data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path) as f:
+        f.write(len(blob).to_bytes(8, "little"))
+        f.write(blob)
+        for a in arrays:
+            f.write(a.reshape(-1).view(np.uint8).data)
