@@ -1,9 +1,10 @@
 """minibort: Amazon's Bort from scratch in NumPy, forward and backward, for people who learn by reading code."""
 
+from .bpe_train import train_bpe
 from .config import BortConfig, ConfigError
 from .formats.common import CheckpointError
 from .model import BortForMaskedLM, BortForSequenceClassification, BortModel
-from .tokenizer import Tokenizer, train_bpe
+from .tokenizer import Tokenizer
 
 __all__ = [
     "BortConfig",

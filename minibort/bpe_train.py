@@ -29,7 +29,8 @@ from itertools import pairwise
 
 import regex
 
-from .tokenizer import _PRETOKENIZE, SPECIAL_TOKENS, Tokenizer, TokenizerError, bytes_to_unicode
+from .bpe import PRETOKENIZE_RE, bytes_to_unicode, merge_pair
+from .tokenizer import SPECIAL_TOKENS, Tokenizer, TokenizerError
 
 
 def train_bpe(texts: Iterable[str], vocab_size: int, special_tokens: Sequence[str] = SPECIAL_TOKENS,
@@ -60,7 +61,7 @@ def train_bpe(texts: Iterable[str], vocab_size: int, special_tokens: Sequence[st
         if not isinstance(text, str):
             raise TokenizerError(f"text {k}: expected str, got {type(text).__name__}")
         for segment in split.split(text):
-            word_freq.update(_PRETOKENIZE.findall(segment))
+            word_freq.update(PRETOKENIZE_RE.findall(segment))
 
     # 2. every word as a list of symbol ids (byte b -> id S + b), with its frequency.
     words: list[list[int]] = []
@@ -118,14 +119,7 @@ def train_bpe(texts: Iterable[str], vocab_size: int, special_tokens: Sequence[st
             for p in pairwise(word):
                 pair_count[p] -= f
                 changed.add(p)
-            merged, i, n = [], 0, len(word)
-            while i < n:
-                if i < n - 1 and word[i] == a and word[i + 1] == b:
-                    merged.append(new)
-                    i += 2
-                else:
-                    merged.append(word[i])
-                    i += 1
+            merged = merge_pair(word, a, b, new)        # the same merge the tokenizer applies (bpe.py)
             words[w] = merged
             for p in pairwise(merged):
                 pair_count[p] += f

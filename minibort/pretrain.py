@@ -340,7 +340,8 @@ def _unflatten(ids, para_len, doc_len):
 
 def get_tokenizer(cfg: PretrainConfig):
     """--init's own tokenizer, or --tokenizer, or a vocabulary already in OUT/tokenizer, or train one there."""
-    from .tokenizer import Tokenizer, train_bpe
+    from .bpe_train import train_bpe
+    from .tokenizer import Tokenizer
     if cfg.init:
         if cfg.tokenizer:
             raise SystemExit(f"error: --init {cfg.init} brings its own tokenizer (its embeddings are "

@@ -1,11 +1,11 @@
 """RoBERTa's byte-level BPE tokenizer (which Bort uses), in plain Python, giving the same ids as the Rust one.
 
-Text becomes ids in five steps, each a few lines below:
+Text becomes ids in five steps, each a few lines below, in this order:
 
 1. special tokens written in the text ("<s>", "</s>", "<mask>", ...) are cut out and become their ids;
    `<mask>` also swallows the whitespace in front of it ("is <mask>" -> "is", "<mask>").
-2. each remaining stretch of text is split into words by GPT-2's regex (`PRETOKENIZE_PATTERN`):
-   "Hello world!" -> "Hello", " world", "!". A word keeps the space in front of it.
+2. each remaining stretch of text is split into words by GPT-2's regex (`PRETOKENIZE_PATTERN`, in
+   `bpe.py`): "Hello world!" -> "Hello", " world", "!". A word keeps the space in front of it.
 3. each word is turned into its UTF-8 bytes, and each byte into one printable character
    (`bytes_to_unicode`: " " -> "Ġ", "\\n" -> "Ċ"), so every string, emoji and all, is spelled with
    256 symbols and nothing is ever unknown.
@@ -13,7 +13,8 @@ Text becomes ids in five steps, each a few lines below:
    symbols has a merge: "Ġ w o r l d" -> "Ġw o r l d" -> ... -> "Ġworld"; each symbol is a vocab id.
 5. `<s> A </s>` (or `<s> A </s></s> B </s>` for a pair) is put around the ids.
 
-Decoding runs steps 3 backwards: ids -> symbols -> bytes -> UTF-8 text.
+Decoding runs step 3 backwards: ids -> symbols -> bytes -> UTF-8 text. Loading and checking the
+vocab.json / merges.txt files comes last in this file.
 
     >>> tok = Tokenizer.from_pretrained("amazon/bort")
     >>> tok.encode("The capital of France is <mask>.")
@@ -21,7 +22,7 @@ Decoding runs steps 3 backwards: ids -> symbols -> bytes -> UTF-8 text.
     >>> print(tok.explain("Hello world"))          # every step above, every merge as it happens
 
 Ids follow fairseq's frequency order, not GPT-2's ("Hello" is 31414 here, 15496 in GPT-2): same merges,
-different numbering. The vocabulary is trained by `train_bpe` (in `bpe_train.py`).
+different numbering. A vocabulary is trained by `train_bpe` (in `bpe_train.py`).
 """
 
 from __future__ import annotations
@@ -30,132 +31,31 @@ import gc
 import json
 import operator
 import os
+import sys
 from collections.abc import Callable, Iterable, Sequence
-from functools import lru_cache
-from itertools import pairwise, repeat
+from dataclasses import dataclass
+from itertools import repeat
 
 import numpy as np
 import regex
 
-from .config import write_text_atomic
+from ._files import write_text_atomic
+from .bpe import (
+    PRETOKENIZE_PATTERN,
+    PRETOKENIZE_RE,
+    WHITESPACE,
+    apply_merges,
+    apply_merges_reference,
+    bytes_to_unicode,
+)
 
 SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")   # RoBERTa's, in fairseq's id order
 LSTRIP_TOKENS = ("<mask>",)                                   # these swallow the whitespace before them
+BORT_MAX_LENGTH = 512   # Bort's positions: the length limit when the tokenizer's folder does not give one
 
 
 class TokenizerError(ValueError):
     """Bad input or bad vocab/merges files; the message says what and where."""
-
-
-# ---------------------------------------------------------------------------------------------------
-# Step 2: GPT-2's pre-tokenizer. Alternatives are tried left to right at each position:
-PRETOKENIZE_PATTERN = (
-    r"'s|'t|'re|'ve|'m|'ll|'d"    # English contractions, split off their word: "it's" -> "it", "'s"
-    r"| ?\p{L}+"                  # a run of letters (any script), with at most one space in front
-    r"| ?\p{N}+"                  # a run of digits/numerals, with at most one space in front
-    r"| ?[^\s\p{L}\p{N}]+"        # a run of everything else (punctuation, emoji, symbols), same
-    r"|\s+(?!\S)"                 # whitespace, but leave its last space to the word that follows:
-                                  #   "a   b" -> "a", "  ", " b" (so " b" is tokenized like in "a b")
-    r"|\s+"                       # whitespace at the very end of the text
-)
-# Notes. The contractions are case-sensitive ("IT'S" -> "IT", "'", "S"), as in GPT-2. `\s` here is the
-# Unicode White_Space property, the same set the Rust reference (Oniguruma) uses; \x1c-\x1f are *not*
-# whitespace for either (Python's str.isspace() says they are, so never use it here). Both read letter
-# and digit classes from their own Unicode tables: they agree on every character assigned by Unicode
-# 14, and differ only on a few newer ones the two libraries' tables do not share.
-_PRETOKENIZE = regex.compile(PRETOKENIZE_PATTERN)
-# That whitespace (Unicode's White_Space property), as a set: what `<mask>` swallows in front of it.
-WHITESPACE = frozenset("\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
-                       "\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
-
-
-# Step 3: bytes <-> printable characters.
-@lru_cache
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's table: byte value (0..255) -> one printable character.
-
-    The 188 bytes that are already visible characters ("!".."~", "¡".."¬", "®".."ÿ") map to themselves;
-    the other 68 (control characters, space, NBSP, soft hyphen) map, in byte order, to chr(256 + n),
-    so space (the 33rd such byte) becomes chr(288) = "Ġ" and newline chr(266) = "Ċ". BPE can then
-    work on ordinary strings, and a vocab file never holds a raw space or control character.
-    """
-    visible = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    table = {b: chr(b) for b in visible}
-    n = 0
-    for b in range(256):
-        if b not in table:
-            table[b] = chr(256 + n)
-            n += 1
-    return table
-
-
-def _read_json(path: str, no_duplicates: bool = False) -> object:
-    """Parse a JSON file; with no_duplicates, a key that appears twice in an object is an error."""
-    def check_pairs(pairs: list[tuple[str, object]]) -> dict:
-        seen: dict = {}
-        for key, value in pairs:
-            if key in seen:
-                raise TokenizerError(f"{path}: token {key!r} appears twice (ids {seen[key]} and {value})")
-            seen[key] = value
-        return seen
-
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f, object_pairs_hook=check_pairs if no_duplicates else None)
-    except FileNotFoundError:
-        raise TokenizerError(f"vocab file not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise TokenizerError(f"{path}: not valid JSON ({e})") from None
-
-
-def _ids_are_a_range(vocab: dict) -> bool:
-    """True when the vocab's ids are exactly 0..V-1, each once (the bulk check; C speed)."""
-    ids = list(vocab.values())
-    return all(type(i) is int for i in ids) and sorted(ids) == list(range(len(ids)))
-
-
-def _diagnose_vocab(vocab: dict) -> None:
-    """Raise a TokenizerError naming the first bad entry of a vocab that failed the bulk check."""
-    owner: dict[int, str] = {}
-    for token, i in vocab.items():
-        if not isinstance(token, str) or type(i) is not int:
-            raise TokenizerError(f"vocab entry {token!r}: {i!r} must map a string to an int")
-        if not 0 <= i < len(vocab):
-            raise TokenizerError(f"vocab entry {token!r} has id {i}, outside 0..{len(vocab) - 1} "
-                                 f"(ids must be exactly 0..V-1 for a vocab of {len(vocab)})")
-        if i in owner:
-            raise TokenizerError(f"vocab: id {i} is used twice, by {owner[i]!r} and {token!r}")
-        owner[i] = token
-    raise AssertionError("unreachable: the vocab passed every check")
-
-
-def _diagnose_merges(vocab: dict, merges: list, where: Callable[[int], str] | None) -> None:
-    """Raise a TokenizerError naming the first bad merge (and where it is) of a list that failed."""
-    where = where or (lambda k: f"merge {k + 1}")
-    seen: dict[tuple[str, str], int] = {}
-    for rank, pair in enumerate(merges):
-        if len(pair) != 2 or not all(isinstance(p, str) for p in pair):
-            raise TokenizerError(f"{where(rank)}: {pair!r} is not a pair of symbols")
-        a, b = pair
-        unknown = [p for p in pair if p not in vocab]
-        if unknown:
-            raise TokenizerError(f"{where(rank)}: '{a} {b}' has a part that is not in the vocab: {unknown}")
-        if a + b not in vocab:
-            raise TokenizerError(f"{where(rank)}: '{a} {b}' makes {a + b!r}, which is not in the vocab")
-        if pair in seen:
-            raise TokenizerError(f"{where(rank)}: '{a} {b}' repeats {where(seen[pair])}")
-        seen[pair] = rank
-    raise AssertionError("unreachable: the merges passed every check")
-
-
-def _as_list(texts: object, name: str) -> list:
-    """A batch argument as a list: one str is a batch of one; any other iterable (list, tuple, array)."""
-    if isinstance(texts, str):
-        return [texts]
-    try:
-        return list(texts)
-    except TypeError:
-        raise TokenizerError(f"{name}: expected a str or a sequence of str, got {type(texts).__name__}") from None
 
 
 class Tokenizer:
@@ -169,14 +69,18 @@ class Tokenizer:
     tokenized like all the others ("Hello" -> "ĠHello"); like Rust, per stretch between special tokens.
     pair_format: "roberta" gives `<s> A </s></s> B </s>`; "bort" gives `<s> A </s> B </s>`, the format
     of the original Bort fine-tuning (GluonNLP).
+    model_max_length: the most tokens the model takes (its positions); `__call__` truncates to it when
+    given no max_length. None: not known (then 512, Bort's); `from_pretrained` reads it from the folder.
     """
 
-    cache_size = 1 << 17   # words remembered with their ids; when full, new words are simply not stored
+    # Memory the word cache may take (keys, id tuples and dict slots, as counted by `_remember`); once
+    # full, new words are simply not stored. Bounded by bytes, not entries: one 1 MB "word" costs 1 MB.
+    cache_bytes = 16 << 20
 
     def __init__(self, vocab: dict[str, int], merges: Sequence[tuple[str, str]],
                  special_tokens: Sequence[str] = SPECIAL_TOKENS, add_prefix_space: bool = False,
                  pair_format: str = "roberta", lstrip_tokens: Sequence[str] = LSTRIP_TOKENS,
-                 _where: Callable[[int], str] | None = None) -> None:
+                 model_max_length: int | None = None, _where: Callable[[int], str] | None = None) -> None:
         # Loading runs on every start-up, so each check below is first done in bulk (C speed); only
         # when it fails is the slow loop run that finds and names the culprit.
         # vocab: ids must be exactly 0..V-1, each once.
@@ -216,7 +120,7 @@ class Tokenizer:
             if not t or t[0].isspace():
                 raise TokenizerError(f"special token {t!r} must be non-empty and not start with whitespace")
         self.special_tokens = tuple(special_tokens)
-        self.all_special_ids = frozenset(vocab[t] for t in special_tokens)
+        self.all_special_ids: frozenset[int] = frozenset(vocab[t] for t in special_tokens)
         self.lstrip_tokens = tuple(t for t in lstrip_tokens if t in self.special_tokens)
         alternatives = [regex.escape(t) for t in sorted(self.special_tokens, key=len, reverse=True)]
         self._special_re = regex.compile("|".join(alternatives)) if alternatives else None
@@ -226,118 +130,16 @@ class Tokenizer:
             ids.values())
         if pair_format not in ("roberta", "bort"):
             raise TokenizerError(f"pair_format must be 'roberta' or 'bort', not {pair_format!r}")
+        if model_max_length is not None and (type(model_max_length) is not int or model_max_length < 1):
+            raise TokenizerError(f"model_max_length must be a positive int or None, not {model_max_length!r}")
         self.pair_format = pair_format
         self.add_prefix_space = add_prefix_space
+        self.model_max_length = model_max_length
         self._cache: dict[str, tuple[int, ...]] = {}   # word -> its ids (step 4 done once per word)
+        self._cache_bytes = 0                           # what `_remember` counted for the cache so far
         self._token_bytes_list: list[bytes] | None = None   # id -> bytes, built on first decode
 
-    # ------------------------------------------------------------------------------------- loading
-    @classmethod
-    def from_files(cls, vocab_file: str | os.PathLike, merges_file: str | os.PathLike,
-                   **kwargs) -> Tokenizer:
-        """Load `vocab.json` (token -> id) and `merges.txt` ("#version" line, then "left right" per line)."""
-        vocab_file, merges_file = os.fspath(vocab_file), os.fspath(merges_file)
-        # Loading builds ~150k small objects, which would trigger many full passes of Python's cyclic
-        # garbage collector over them (there are no cycles to find); pausing it halves the load time.
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            vocab = _read_json(vocab_file)
-            if not isinstance(vocab, dict):
-                raise TokenizerError(f"{vocab_file}: expected a JSON object token -> id, "
-                                     f"got {type(vocab).__name__}")
-            try:
-                with open(merges_file, encoding="utf-8") as f:
-                    lines = f.read().split("\n")
-            except FileNotFoundError:
-                raise TokenizerError(f"merges file not found: {merges_file}") from None
-            except UnicodeDecodeError as e:
-                raise TokenizerError(f"{merges_file}: not UTF-8 ({e})") from None
-            # "#version: 0.2" first, then one "left right" per line; blank lines (the last one) are skipped
-            first = 1 if lines[0].startswith("#version") else 0
-            body = [line for line in lines[first:] if line]
-
-            def where(k: int) -> str:          # "file line n" for merge k; only needed for an error
-                numbers = [n for n, line in enumerate(lines[first:], first + 1) if line]
-                return f"{merges_file} line {numbers[k]}"
-
-            # Split all lines at once (in C): valid when every line has exactly one space, and no
-            # symbol is empty.
-            parts = " ".join(body).split(" ") if body else []
-            if set(map(str.count, body, repeat(" "))) - {1} or "" in parts:
-                k = next(k for k, line in enumerate(body) if line.count(" ") != 1 or "" in line.split(" "))
-                raise TokenizerError(f"{where(k)}: expected two symbols separated by one space, got {body[k]!r}")
-            merges = list(zip(parts[0::2], parts[1::2]))
-            try:
-                return cls(vocab, merges, _where=where, **kwargs)
-            except TokenizerError:
-                if not _ids_are_a_range(vocab):    # a token written twice leaves a hole in the ids:
-                    _read_json(vocab_file, no_duplicates=True)   # name it, if that is what happened
-                raise
-        finally:
-            if gc_was_enabled:
-                gc.enable()
-
-    @classmethod
-    def from_pretrained(cls, path_or_repo_id: str | os.PathLike, revision: str = "main",
-                        **kwargs) -> Tokenizer:
-        """Load from a local directory holding vocab.json + merges.txt, or from a hub repo id."""
-        path = os.fspath(path_or_repo_id)
-        if os.path.isdir(path):
-            files = [os.path.join(path, name) for name in ("vocab.json", "merges.txt")]
-        else:
-            from .hub import resolve_file  # lazily: only a repo id needs the hub
-            files = [resolve_file(path, name, revision=revision) for name in ("vocab.json", "merges.txt")]
-        return cls.from_files(*files, **kwargs)
-
-    def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Write vocab.json and merges.txt into `directory`, each atomically (temp file, then rename)."""
-        directory = os.fspath(directory)
-        os.makedirs(directory, exist_ok=True)
-        vocab = {t: i for i, t in enumerate(self.decoder)}
-        write_text_atomic(os.path.join(directory, "vocab.json"), json.dumps(vocab, ensure_ascii=False))
-        merges = "".join(f"{a} {b}\n" for a, b in self.merges)
-        write_text_atomic(os.path.join(directory, "merges.txt"), "#version: 0.2\n" + merges)
-
-    # ----------------------------------------------------------------------------------- encoding
-    def _bpe(self, word: str, trace: list[str] | None = None) -> tuple[int, ...]:
-        """Steps 3-4 for one pre-token: UTF-8 bytes -> byte symbols -> merges -> ids.
-
-        Each round finds the lowest-ranked pair of neighbours and merges *every* occurrence of it,
-        left to right. That gives the same result as merging one pair at a time in rank order (the
-        way the Rust tokenizer does it with a priority queue): merging one occurrence can only create
-        pairs containing the new symbol, and those rank later, so the other occurrences of the best
-        pair are still the best. Symbols are ids, not strings, so lookups hash small ints.
-        """
-        word_ids = [self._byte_ids[b] for b in word.encode("utf-8")]   # (L,) one id per byte
-        merges = self._merges
-        while len(word_ids) > 1:
-            best_rank, best = None, None
-            for pair in pairwise(word_ids):
-                m = merges.get(pair)
-                if m is not None and (best_rank is None or m[0] < best_rank):
-                    best_rank, best = m[0], pair
-            if best is None:
-                break                                   # no neighbouring pair has a merge: done
-            a, b = best
-            new = merges[best][1]
-            merged, i, n = [], 0, len(word_ids)
-            while i < n:
-                if i < n - 1 and word_ids[i] == a and word_ids[i + 1] == b:
-                    merged.append(new)
-                    i += 2
-                else:
-                    merged.append(word_ids[i])
-                    i += 1
-            word_ids = merged
-            if trace is not None:
-                shown = " ".join(self.decoder[i] for i in word_ids)
-                trace.append(f"      merge {self.decoder[a]!r} + {self.decoder[b]!r} (rank {best_rank}) -> {shown}")
-        ids = tuple(word_ids)
-        if len(self._cache) < self.cache_size:
-            self._cache[word] = ids
-        return ids
-
+    # ------------------------------------------------------------------- step 1: special tokens
     def _segments(self, text: str) -> Iterable[tuple[int, int, int | None]]:
         """Step 1: (start, end, special id or None) for the stretches of text; specials are their own.
 
@@ -357,14 +159,74 @@ class Tokenizer:
         if pos < len(text):
             yield pos, len(text), None
 
+    # ------------------------------------------------------------------ step 2: words (pre-tokens)
     def _encode_ordinary(self, segment: str) -> list[int]:
         """Steps 2-4 on text without special tokens: the hot loop, so kept bare."""
         if self.add_prefix_space and segment and not segment.startswith(" "):
             segment = " " + segment
         cache, ids = self._cache, []
-        for word in _PRETOKENIZE.findall(segment):      # one regex pass over the whole segment
+        for word in PRETOKENIZE_RE.findall(segment):    # one regex pass over the whole segment
             ids += cache.get(word) or self._bpe(word)    # cached ids are non-empty tuples, so `or` is safe
         return ids
+
+    # ----------------------------------------------------------- steps 3-4: bytes, then merges
+    def _bpe(self, word: str) -> tuple[int, ...]:
+        """Steps 3-4 for one word: UTF-8 bytes -> byte symbols (as ids) -> merges -> ids; cached.
+
+        `apply_merges` (bpe.py) is the fast form, O(L log L) for L bytes: a heap of candidate merges
+        over a linked list of symbols. `_bpe_reference` below is the readable O(L^2) form; both
+        give the same ids (tests/test_bpe.py checks it)."""
+        ids = tuple(apply_merges([self._byte_ids[b] for b in word.encode("utf-8")], self._merges))
+        self._remember(word, ids)
+        return ids
+
+    def _bpe_reference(self, word: str, steps: list | None = None) -> tuple[int, ...]:
+        """Steps 3-4 the readable way: merge the lowest-ranked pair everywhere, rescan, repeat.
+
+        With `steps`, each merge appends (left id, right id, rank, ids after). Never cached."""
+        return tuple(apply_merges_reference([self._byte_ids[b] for b in word.encode("utf-8")], self._merges,
+                                            steps))
+
+    def _remember(self, word: str, ids: tuple[int, ...]) -> None:
+        """Keep `word -> ids` in the cache if it fits in `cache_bytes`.
+
+        A word costs its str object, its tuple of ids (the ints themselves are shared with the vocab)
+        and a dict slot (~100 bytes with the table's spare room), so the counted total follows the
+        memory the cache really holds."""
+        cost = sys.getsizeof(word) + sys.getsizeof(ids) + 100
+        if self._cache_bytes + cost <= self.cache_bytes:
+            self._cache[word] = ids
+            self._cache_bytes += cost
+
+    # ------------------------------------------------------------------ step 5: <s> A </s>
+    def _with_specials(self, a: list, b: list | None, bos, eos) -> list:
+        """Step 5: <s> A </s>, or <s> A </s></s> B </s> ("roberta"), or <s> A </s> B </s> ("bort")."""
+        if b is None:
+            return [bos, *a, eos]
+        middle = [eos, eos] if self.pair_format == "roberta" else [eos]
+        return [bos, *a, *middle, *b, eos]
+
+    def num_special_tokens_to_add(self, pair: bool = False) -> int:
+        """How many tokens `add_special_tokens` puts around one text (2) or a pair (4, or 3 for "bort")."""
+        return 2 if not pair else (4 if self.pair_format == "roberta" else 3)
+
+    def _check_role_ids(self) -> None:
+        if self.bos_token_id is None or self.eos_token_id is None:
+            raise TokenizerError("this vocab has no <s> and </s> special tokens; use add_special_tokens=False")
+
+    # --------------------------------------------------------------- all steps: text -> ids
+    def encode(self, text: str, pair: str | None = None, add_special_tokens: bool = True) -> list[int]:
+        """Token ids of `text` (and `pair`), wrapped in <s> ... </s> unless add_special_tokens=False."""
+        ids, _ = self._encode_text(text)
+        pair_ids = None if pair is None else self._encode_text(pair)[0]
+        if not add_special_tokens:
+            return ids if pair_ids is None else ids + pair_ids
+        self._check_role_ids()
+        return self._with_specials(ids, pair_ids, self.bos_token_id, self.eos_token_id)
+
+    def tokenize(self, text: str) -> list[str]:
+        """The token strings of `text`, without <s>/</s>: "Hello world" -> ["Hello", "Ġworld"]."""
+        return [self.decoder[i] for i in self._encode_text(text)[0]]
 
     def _encode_text(self, text: str, offsets: bool = False) -> tuple[list[int], list[tuple[int, int]] | None]:
         """ids (and, if asked, (start, end) character spans) of `text`, special tokens in it included."""
@@ -383,9 +245,7 @@ class Tokenizer:
                 return ids, None
             return self._encode_with_offsets(text)
         except UnicodeEncodeError:
-            pos = next(i for i, ch in enumerate(text) if "\ud800" <= ch <= "\udfff")
-            raise TokenizerError(f"text has a lone surrogate {text[pos]!r} at index {pos}; it has no UTF-8 "
-                                 "form, so it cannot be encoded (fix the text's decoding upstream)") from None
+            raise _surrogate_error(text) from None
 
     def _encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
         """Like the fast path in `_encode_text`, also keeping each token's character span in `text`.
@@ -404,7 +264,7 @@ class Tokenizer:
             segment, shift = text[start:end], start
             if self.add_prefix_space and not segment.startswith(" "):
                 segment, shift = " " + segment, start - 1   # the added space has no place in `text`
-            for m in _PRETOKENIZE.finditer(segment):
+            for m in PRETOKENIZE_RE.finditer(segment):
                 word = m.group()
                 word_ids = self._cache.get(word) or self._bpe(word)
                 char_of_byte = [c for c, ch in enumerate(word) for _ in range(len(ch.encode("utf-8")))]
@@ -418,33 +278,98 @@ class Tokenizer:
                     spans.append((max(base + s, start), max(base + e, start)))
         return ids, spans
 
-    def _with_specials(self, a: list, b: list | None, bos, eos) -> list:
-        """Step 5: <s> A </s>, or <s> A </s></s> B </s> ("roberta"), or <s> A </s> B </s> ("bort")."""
-        if b is None:
-            return [bos, *a, eos]
-        middle = [eos, eos] if self.pair_format == "roberta" else [eos]
-        return [bos, *a, *middle, *b, eos]
+    # ------------------------------------------------------------------------------ batch encoding
+    @staticmethod
+    def _truncate_pair(n_a: int, n_b: int, budget: int) -> tuple[int, int]:
+        """Longest-first truncation, exactly as the Rust tokenizer does it: how many tokens of A and B
+        to keep so that n_a + n_b <= budget. The shorter keeps all it can; if both must be cut, each
+        keeps budget // 2, and the odd token goes to the longer one (to B when they are equal)."""
+        if n_a + n_b <= budget:
+            return n_a, n_b
+        short = min(n_a, n_b)
+        keep_short, keep_long = short, max(short, budget - short)
+        if keep_short + keep_long > budget:
+            keep_short, keep_long = budget // 2, budget // 2 + budget % 2
+        return (keep_long, keep_short) if n_a > n_b else (keep_short, keep_long)
 
-    def num_special_tokens_to_add(self, pair: bool = False) -> int:
-        """How many tokens `add_special_tokens` puts around one text (2) or a pair (4, or 3 for "bort")."""
-        return 2 if not pair else (4 if self.pair_format == "roberta" else 3)
+    def __call__(self, texts: str | Sequence[str], pairs: str | Sequence[str] | None = None,
+                 padding: bool | str = True, truncation: bool = True, max_length: int | None = None,
+                 return_offsets: bool = False, add_special_tokens: bool = True) -> dict[str, np.ndarray]:
+        """Encode a batch into padded int64 arrays: {"input_ids": (B, T), "attention_mask": (B, T)},
+        plus "offset_mapping": (B, T, 2) character spans if return_offsets (padding and added
+        special tokens get (0, 0)). A single str is a batch of one.
 
-    def _check_role_ids(self) -> None:
-        if self.bos_token_id is None or self.eos_token_id is None:
-            raise TokenizerError("this vocab has no <s> and </s> special tokens; use add_special_tokens=False")
+        padding: True/"longest" pads to the longest row, "max_length" to max_length, False needs
+        rows of equal length. truncation: cut each row to max_length, a pair longest-first.
+        max_length: None takes `model_max_length` (the model's positions, read from its folder; 512,
+        Bort's, when unknown), so `model(tok(texts)["input_ids"])` never runs past the positions.
+        """
+        if max_length is None:
+            max_length = self.model_max_length if self.model_max_length is not None else BORT_MAX_LENGTH
+        texts = _as_list(texts, "texts")
+        pairs = None if pairs is None else _as_list(pairs, "pairs")
+        if pairs is not None and len(pairs) != len(texts):
+            raise TokenizerError(f"got {len(texts)} texts but {len(pairs)} pairs")
+        if add_special_tokens:
+            self._check_role_ids()
+        n_special = self.num_special_tokens_to_add(pair=pairs is not None) if add_special_tokens else 0
+        if truncation and max_length < n_special:
+            raise TokenizerError(f"max_length={max_length} leaves no room: {n_special} special tokens are added")
+        rows, row_spans = [], []
+        for k, text in enumerate(texts):
+            try:
+                a, a_spans = self._encode_text(text, offsets=return_offsets)
+                b, b_spans = (None, None) if pairs is None else self._encode_text(pairs[k], offsets=return_offsets)
+            except TokenizerError as e:
+                raise TokenizerError(f"batch item {k}: {e}") from None
+            if truncation:
+                budget = max_length - n_special
+                if b is None:
+                    keep_a, keep_b = min(len(a), budget), None
+                else:
+                    keep_a, keep_b = self._truncate_pair(len(a), len(b), budget)
+                a, b = a[:keep_a], (None if b is None else b[:keep_b])
+                if return_offsets:
+                    a_spans, b_spans = a_spans[:keep_a], (None if b_spans is None else b_spans[:keep_b])
+            if add_special_tokens:
+                rows.append(self._with_specials(a, b, self.bos_token_id, self.eos_token_id))
+                if return_offsets:
+                    row_spans.append(self._with_specials(a_spans, b_spans, (0, 0), (0, 0)))
+            else:
+                rows.append(a if b is None else a + b)
+                if return_offsets:
+                    row_spans.append(a_spans if b_spans is None else a_spans + b_spans)
 
-    def encode(self, text: str, pair: str | None = None, add_special_tokens: bool = True) -> list[int]:
-        """Token ids of `text` (and `pair`), wrapped in <s> ... </s> unless add_special_tokens=False."""
-        ids, _ = self._encode_text(text)
-        pair_ids = None if pair is None else self._encode_text(pair)[0]
-        if not add_special_tokens:
-            return ids if pair_ids is None else ids + pair_ids
-        self._check_role_ids()
-        return self._with_specials(ids, pair_ids, self.bos_token_id, self.eos_token_id)
+        longest = max((len(r) for r in rows), default=0)
+        if padding in (True, "longest"):
+            T = longest
+        elif padding == "max_length":
+            if longest > max_length:
+                raise TokenizerError(f"padding='max_length' needs max_length >= the longest row ({longest})")
+            T = max_length
+        elif padding is False:
+            if any(len(r) != longest for r in rows):
+                raise TokenizerError("rows differ in length; use padding=True (or truncation to equal lengths)")
+            T = longest
+        else:
+            raise TokenizerError(f"padding must be True, False, 'longest' or 'max_length', not {padding!r}")
+        if self.pad_token_id is None and any(len(r) < T for r in rows):
+            raise TokenizerError("padding needs a <pad> token, which this vocab lacks")
 
-    def tokenize(self, text: str) -> list[str]:
-        """The token strings of `text`, without <s>/</s>: "Hello world" -> ["Hello", "Ġworld"]."""
-        return [self.decoder[i] for i in self._encode_text(text)[0]]
+        B = len(rows)
+        input_ids = np.full((B, T), self.pad_token_id if self.pad_token_id is not None else 0, np.int64)  # (B, T)
+        attention_mask = np.zeros((B, T), np.int64)                                                       # (B, T)
+        for k, row in enumerate(rows):
+            input_ids[k, :len(row)] = row
+            attention_mask[k, :len(row)] = 1
+        out = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if return_offsets:
+            offsets = np.zeros((B, T, 2), np.int64)                                                       # (B, T, 2)
+            for k, spans in enumerate(row_spans):
+                if spans:
+                    offsets[k, :len(spans)] = spans
+            out["offset_mapping"] = offsets
+        return out
 
     # ----------------------------------------------------------------------------------- decoding
     def _token_bytes(self) -> list[bytes]:
@@ -495,142 +420,48 @@ class Tokenizer:
             return self.decoder[self._check_id(ids, 0)]
         return [self.decoder[self._check_id(i, p)] for p, i in enumerate(ids)]
 
-    # ------------------------------------------------------------------------------ batch encoding
-    @staticmethod
-    def _truncate_pair(n_a: int, n_b: int, budget: int) -> tuple[int, int]:
-        """Longest-first truncation, exactly as the Rust tokenizer does it: how many tokens of A and B
-        to keep so that n_a + n_b <= budget. The shorter keeps all it can; if both must be cut, each
-        keeps budget // 2, and the odd token goes to the longer one (to B when they are equal)."""
-        if n_a + n_b <= budget:
-            return n_a, n_b
-        short = min(n_a, n_b)
-        keep_short, keep_long = short, max(short, budget - short)
-        if keep_short + keep_long > budget:
-            keep_short, keep_long = budget // 2, budget // 2 + budget % 2
-        return (keep_long, keep_short) if n_a > n_b else (keep_short, keep_long)
+    # ------------------------------------------------------------------ showing the work: explain
+    def explain(self, text: str) -> Explanation:
+        """Encode `text` showing the work, as data: the special tokens found (step 1), each stretch's
+        pre-tokens (2), each word's bytes and symbols (3) and every merge with its rank (4), the ids (5).
 
-    def __call__(self, texts: str | Sequence[str], pairs: str | Sequence[str] | None = None,
-                 padding: bool | str = True, truncation: bool = True, max_length: int | None = 512,
-                 return_offsets: bool = False, add_special_tokens: bool = True) -> dict[str, np.ndarray]:
-        """Encode a batch into padded int64 arrays: {"input_ids": (B, T), "attention_mask": (B, T)},
-        plus "offset_mapping": (B, T, 2) character spans if return_offsets (padding and added
-        special tokens get (0, 0)). A single str is a batch of one.
-
-        padding: True/"longest" pads to the longest row, "max_length" to max_length, False needs
-        rows of equal length. truncation: cut each row to max_length, a pair longest-first.
-        """
-        texts = _as_list(texts, "texts")
-        pairs = None if pairs is None else _as_list(pairs, "pairs")
-        if pairs is not None and len(pairs) != len(texts):
-            raise TokenizerError(f"got {len(texts)} texts but {len(pairs)} pairs")
-        if add_special_tokens:
-            self._check_role_ids()
-        n_special = self.num_special_tokens_to_add(pair=pairs is not None) if add_special_tokens else 0
-        if truncation and max_length is not None and max_length < n_special:
-            raise TokenizerError(f"max_length={max_length} leaves no room: {n_special} special tokens are added")
-        rows, row_spans = [], []
-        for k, text in enumerate(texts):
-            try:
-                a, a_spans = self._encode_text(text, offsets=return_offsets)
-                b, b_spans = (None, None) if pairs is None else self._encode_text(pairs[k], offsets=return_offsets)
-            except TokenizerError as e:
-                raise TokenizerError(f"batch item {k}: {e}") from None
-            if truncation and max_length is not None:
-                budget = max_length - n_special
-                if b is None:
-                    keep_a, keep_b = min(len(a), budget), None
-                else:
-                    keep_a, keep_b = self._truncate_pair(len(a), len(b), budget)
-                a, b = a[:keep_a], (None if b is None else b[:keep_b])
-                if return_offsets:
-                    a_spans, b_spans = a_spans[:keep_a], (None if b_spans is None else b_spans[:keep_b])
-            if add_special_tokens:
-                rows.append(self._with_specials(a, b, self.bos_token_id, self.eos_token_id))
-                if return_offsets:
-                    row_spans.append(self._with_specials(a_spans, b_spans, (0, 0), (0, 0)))
-            else:
-                rows.append(a if b is None else a + b)
-                if return_offsets:
-                    row_spans.append(a_spans if b_spans is None else a_spans + b_spans)
-
-        longest = max((len(r) for r in rows), default=0)
-        if padding in (True, "longest"):
-            T = longest
-        elif padding == "max_length":
-            if max_length is None or longest > max_length:
-                raise TokenizerError(f"padding='max_length' needs max_length >= the longest row ({longest})")
-            T = max_length
-        elif padding is False:
-            if any(len(r) != longest for r in rows):
-                raise TokenizerError("rows differ in length; use padding=True (or truncation to equal lengths)")
-            T = longest
-        else:
-            raise TokenizerError(f"padding must be True, False, 'longest' or 'max_length', not {padding!r}")
-        if self.pad_token_id is None and any(len(r) < T for r in rows):
-            raise TokenizerError("padding needs a <pad> token, which this vocab lacks")
-
-        B = len(rows)
-        input_ids = np.full((B, T), self.pad_token_id if self.pad_token_id is not None else 0, np.int64)  # (B, T)
-        attention_mask = np.zeros((B, T), np.int64)                                                       # (B, T)
-        for k, row in enumerate(rows):
-            input_ids[k, :len(row)] = row
-            attention_mask[k, :len(row)] = 1
-        out = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if return_offsets:
-            offsets = np.zeros((B, T, 2), np.int64)                                                       # (B, T, 2)
-            for k, spans in enumerate(row_spans):
-                if spans:
-                    offsets[k, :len(spans)] = spans
-            out["offset_mapping"] = offsets
-        return out
-
-    # ------------------------------------------------------------------------------- introspection
-    def explain(self, text: str) -> str:
-        """Encode `text` showing the work: special tokens, pre-tokens, bytes, every merge, the ids.
-
-        (Like minGPT's `encode_and_show_work`.) Nothing is read from or written to the word cache,
-        so every merge is shown even for words seen before.
+        `print(tok.explain(text))` (or `.render()`) shows it as text; a notebook can draw the fields.
+        (Like minGPT's `encode_and_show_work`.) Merges come from the readable `_bpe_reference`, and the
+        word cache is neither read nor written, so every merge is shown even for words seen before.
         """
         if not isinstance(text, str):
             raise TokenizerError(f"expected text as str, got {type(text).__name__}")
-        self._encode_text(text)                         # the clear error for a lone surrogate, if any
-        b2u = bytes_to_unicode()
-        lines = [f"text: {text!r}", "1. special tokens found in the text:"]
-        ids: list[int] = []
-        saved_cache, self._cache = self._cache, {}      # a throwaway cache: show merges every time
         try:
-            segments = list(self._segments(text))
-            specials = [(s, e, i) for s, e, i in segments if i is not None]
-            lines += [f"   {text[s:e]!r} at {s}..{e} -> {self.decoder[i]} ({i})" for s, e, i in specials] or ["   none"]
-            for start, end, special in segments:
-                if special is not None:
-                    ids.append(special)
-                    lines.append(f"special token {self.decoder[special]} -> [{special}]")
-                    continue
-                segment = text[start:end]
-                if self.add_prefix_space and not segment.startswith(" "):
-                    segment = " " + segment
-                    lines.append("add_prefix_space: a space is put in front")
-                words = _PRETOKENIZE.findall(segment)
-                lines.append(f"2. pre-tokens (GPT-2 regex) of {segment!r}: {words}")
-                for word in words:
-                    data = word.encode("utf-8")
-                    lines.append(f"3-4. {word!r}: UTF-8 bytes {' '.join(f'{b:02x}' for b in data)}"
-                                 f" -> symbols {' '.join(b2u[b] for b in data)}")
-                    trace: list[str] = []
-                    word_ids = self._bpe(word, trace)
-                    lines += trace or ["      no merge applies"]
-                    lines.append(f"      -> tokens {[self.decoder[i] for i in word_ids]} ids {list(word_ids)}")
-                    ids += word_ids
-        finally:
-            self._cache = saved_cache
-        if self.bos_token_id is not None and self.eos_token_id is not None:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _surrogate_error(text) from None
+        b2u, name = bytes_to_unicode(), self.decoder
+        pieces: list[ExplainedSpecial | ExplainedSegment] = []
+        ids: list[int] = []
+        for start, end, special in self._segments(text):
+            if special is not None:
+                pieces.append(ExplainedSpecial(start, end, name[special], special))
+                ids.append(special)
+                continue
+            segment = text[start:end]
+            prefixed = self.add_prefix_space and not segment.startswith(" ")
+            segment = " " + segment if prefixed else segment
+            words = []
+            for word in PRETOKENIZE_RE.findall(segment):
+                steps: list[tuple[int, int, int, list[int]]] = []
+                word_ids = list(self._bpe_reference(word, steps))
+                merges = [MergeStep((name[a], name[b]), rank, [name[i] for i in after]) for a, b, rank, after in steps]
+                data = word.encode("utf-8")
+                words.append(ExplainedWord(word, data, [b2u[b] for b in data], merges,
+                                           [name[i] for i in word_ids], word_ids))
+                ids += word_ids
+            pieces.append(ExplainedSegment(segment, prefixed, words))
+        wrapped = self.bos_token_id is not None and self.eos_token_id is not None
+        if wrapped:
             ids = self._with_specials(ids, None, self.bos_token_id, self.eos_token_id)
-            lines.append(f"5. with <s> ... </s>: {ids}")
-        else:
-            lines.append(f"ids: {ids}")
-        return "\n".join(lines)
+        return Explanation(text, pieces, ids, wrapped)
 
+    # ------------------------------------------------------------------------------- the vocab
     @property
     def vocab_size(self) -> int:
         """Number of tokens, V (ids are 0..V-1)."""
@@ -645,38 +476,282 @@ class Tokenizer:
 
     def __repr__(self) -> str:
         return (f"Tokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, "
-                f"add_prefix_space={self.add_prefix_space}, pair_format={self.pair_format!r})")
+                f"add_prefix_space={self.add_prefix_space}, pair_format={self.pair_format!r}, "
+                f"model_max_length={self.model_max_length})")
+
+    # ------------------------------------------------------------------------- loading and saving
+    @classmethod
+    def from_files(cls, vocab_file: str | os.PathLike, merges_file: str | os.PathLike,
+                   **kwargs) -> Tokenizer:
+        """Load `vocab.json` (token -> id) and `merges.txt` ("#version" line, then "left right" per line)."""
+        vocab_file, merges_file = os.fspath(vocab_file), os.fspath(merges_file)
+        # Loading builds ~150k small objects, which would trigger many full passes of Python's cyclic
+        # garbage collector over them (there are no cycles to find); pausing it halves the load time.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            vocab = _read_json(vocab_file)
+            if not isinstance(vocab, dict):
+                raise TokenizerError(f"{vocab_file}: expected a JSON object token -> id, "
+                                     f"got {type(vocab).__name__}")
+            try:
+                with open(merges_file, encoding="utf-8") as f:
+                    lines = f.read().split("\n")
+            except FileNotFoundError:
+                raise TokenizerError(f"merges file not found: {merges_file}") from None
+            except UnicodeDecodeError as e:
+                raise TokenizerError(f"{merges_file}: not UTF-8 ({e})") from None
+            # "#version: 0.2" first, then one "left right" per line; blank lines (the last one) are skipped
+            first = 1 if lines[0].startswith("#version") else 0
+            body = [line for line in lines[first:] if line]
+
+            def where(k: int) -> str:          # "file line n" for merge k; only needed for an error
+                numbers = [n for n, line in enumerate(lines[first:], first + 1) if line]
+                return f"{merges_file} line {numbers[k]}"
+
+            # Split all lines at once (in C): valid when every line has exactly one space, and no
+            # symbol is empty.
+            parts = " ".join(body).split(" ") if body else []
+            if set(map(str.count, body, repeat(" "))) - {1} or "" in parts:
+                k = next(k for k, line in enumerate(body) if line.count(" ") != 1 or "" in line.split(" "))
+                raise TokenizerError(f"{where(k)}: expected two symbols separated by one space, got {body[k]!r}")
+            merges = list(zip(parts[0::2], parts[1::2]))
+            try:
+                return cls(vocab, merges, _where=where, **kwargs)
+            except TokenizerError:
+                if not _ids_are_a_range(vocab):    # a token written twice leaves a hole in the ids:
+                    _read_json(vocab_file, no_duplicates=True)   # name it, if that is what happened
+                raise
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id: str | os.PathLike, revision: str = "main",
+                        **kwargs) -> Tokenizer:
+        """Load "bort-tiny" (embedded), a folder holding vocab.json + merges.txt, or a hub id
+        (`minibort.checkpoint.resolve`); the model's length limit comes from the same folder
+        (`read_model_max_length`)."""
+        from .checkpoint import resolve  # the one owner of "a name -> a folder"
+        folder = resolve(path_or_repo_id, revision, need="tokenizer")
+        kwargs.setdefault("model_max_length", read_model_max_length(folder))
+        return cls.from_files(os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt"), **kwargs)
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write vocab.json and merges.txt into `directory`, each atomically (temp file, then rename),
+        and `model_max_length` into its tokenizer_config.json when known (other keys there are kept)."""
+        directory = os.fspath(directory)
+        os.makedirs(directory, exist_ok=True)
+        vocab = {t: i for i, t in enumerate(self.decoder)}
+        write_text_atomic(os.path.join(directory, "vocab.json"), json.dumps(vocab, ensure_ascii=False))
+        merges = "".join(f"{a} {b}\n" for a, b in self.merges)
+        write_text_atomic(os.path.join(directory, "merges.txt"), "#version: 0.2\n" + merges)
+        if self.model_max_length is not None:
+            path = os.path.join(directory, "tokenizer_config.json")
+            config = _read_json(path) if os.path.isfile(path) else {}
+            if not isinstance(config, dict):
+                raise TokenizerError(f"{path}: expected a JSON object; move the file away, then save again")
+            config["model_max_length"] = self.model_max_length
+            write_text_atomic(path, json.dumps(config, indent=2, ensure_ascii=False) + "\n")
 
 
-# Training lives in its own file; it builds a Tokenizer, so it is imported after the class exists.
-from .bpe_train import train_bpe
+# -------------------------------------------------------------------------------------------------
+# What `explain` returns: plain data a notebook can draw, and `render()` for the text form.
+@dataclass
+class MergeStep:
+    """One round of step 4: the pair merged (everywhere in the word), its rank, the symbols after."""
+    pair: tuple[str, str]
+    rank: int
+    symbols: list[str]
 
-__all__ = ["PRETOKENIZE_PATTERN", "SPECIAL_TOKENS", "Tokenizer", "TokenizerError", "bytes_to_unicode", "train_bpe"]
+
+@dataclass
+class ExplainedWord:
+    """Steps 3-4 for one pre-token: its UTF-8 bytes, their symbols, each merge, the tokens and ids."""
+    text: str                    # the pre-token as cut from the text: " world"
+    utf8: bytes                  # b" world"
+    symbols: list[str]           # one printable symbol per byte: ["Ġ", "w", "o", "r", "l", "d"]
+    merges: list[MergeStep]      # in the order applied
+    tokens: list[str]            # the symbols left at the end, each a vocab token: ["Ġworld"]
+    ids: list[int]               # their ids
+
+
+@dataclass
+class ExplainedSegment:
+    """A stretch of text between special tokens (step 1) and its pre-tokens (step 2)."""
+    text: str                    # the stretch, with the space add_prefix_space put in front
+    prefix_space_added: bool
+    words: list[ExplainedWord]
+
+
+@dataclass
+class ExplainedSpecial:
+    """A special token written in the text (step 1); its span includes the whitespace it swallowed."""
+    start: int
+    end: int
+    token: str
+    id: int
+
+
+@dataclass
+class Explanation:
+    """`Tokenizer.explain(text)`: the pieces of the text in order, and the final ids (step 5 applied
+    when `wrapped`). `str()` or `render()` gives the text form."""
+    text: str
+    pieces: list[ExplainedSpecial | ExplainedSegment]
+    ids: list[int]
+    wrapped: bool
+
+    def render(self) -> str:
+        """Every step as readable lines (what `print(tok.explain(text))` shows)."""
+        lines = [f"text: {self.text!r}", "1. special tokens found in the text:"]
+        specials = [p for p in self.pieces if isinstance(p, ExplainedSpecial)]
+        lines += [f"   {self.text[p.start:p.end]!r} at {p.start}..{p.end} -> {p.token} ({p.id})"
+                  for p in specials] or ["   none"]
+        for piece in self.pieces:
+            if isinstance(piece, ExplainedSpecial):
+                lines.append(f"special token {piece.token} -> [{piece.id}]")
+                continue
+            if piece.prefix_space_added:
+                lines.append("add_prefix_space: a space is put in front")
+            lines.append(f"2. pre-tokens (GPT-2 regex) of {piece.text!r}: {[w.text for w in piece.words]}")
+            for w in piece.words:
+                lines.append(f"3-4. {w.text!r}: UTF-8 bytes {' '.join(f'{b:02x}' for b in w.utf8)}"
+                             f" -> symbols {' '.join(w.symbols)}")
+                lines += [f"      merge {m.pair[0]!r} + {m.pair[1]!r} (rank {m.rank}) -> {' '.join(m.symbols)}"
+                          for m in w.merges] or ["      no merge applies"]
+                lines.append(f"      -> tokens {w.tokens} ids {w.ids}")
+        lines.append(f"5. with <s> ... </s>: {self.ids}" if self.wrapped else f"ids: {self.ids}")
+        return "\n".join(lines)
+
+    __str__ = render
+
+
+# -------------------------------------------------------------------------------------------------
+# Checking input and files. The happy path above calls these only to name a problem.
+def _surrogate_error(text: str) -> TokenizerError:
+    """The error for text holding a lone surrogate (a str that has no UTF-8 form)."""
+    pos = next(i for i, ch in enumerate(text) if "\ud800" <= ch <= "\udfff")
+    return TokenizerError(f"text has a lone surrogate {text[pos]!r} at index {pos}; it has no UTF-8 "
+                          "form, so it cannot be encoded (fix the text's decoding upstream)")
+
+
+def _as_list(texts: object, name: str) -> list:
+    """A batch argument as a list: one str is a batch of one; any other iterable (list, tuple, array)."""
+    if isinstance(texts, str):
+        return [texts]
+    try:
+        return list(texts)
+    except TypeError:
+        raise TokenizerError(f"{name}: expected a str or a sequence of str, got {type(texts).__name__}") from None
+
+
+def _read_json(path: str, no_duplicates: bool = False) -> object:
+    """Parse a JSON file; with no_duplicates, a key that appears twice in an object is an error."""
+    def check_pairs(pairs: list[tuple[str, object]]) -> dict:
+        seen: dict = {}
+        for key, value in pairs:
+            if key in seen:
+                raise TokenizerError(f"{path}: token {key!r} appears twice (ids {seen[key]} and {value})")
+            seen[key] = value
+        return seen
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f, object_pairs_hook=check_pairs if no_duplicates else None)
+    except FileNotFoundError:
+        raise TokenizerError(f"vocab file not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TokenizerError(f"{path}: not valid JSON ({e})") from None
+
+
+_NO_LIMIT = 1 << 60   # transformers writes int(1e30) as model_max_length when it knows no limit
+
+
+def read_model_max_length(folder: str | os.PathLike) -> int | None:
+    """The model's length limit as a folder states it: tokenizer_config.json's `model_max_length`, else
+    config.json's `max_position_embeddings` (Bort's positions start at 0, so all of them are usable);
+    None when neither says."""
+    for name, key in (("tokenizer_config.json", "model_max_length"), ("config.json", "max_position_embeddings")):
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            continue
+        config = _read_json(path)
+        value = config.get(key) if isinstance(config, dict) else None
+        if value is None or (type(value) is int and value >= _NO_LIMIT):
+            continue
+        if type(value) is not int or value < 1:
+            raise TokenizerError(f"{path}: {key} must be a positive integer, got {value!r}; fix the file "
+                                 "or pass model_max_length= explicitly")
+        return value
+    return None
+
+
+def _ids_are_a_range(vocab: dict) -> bool:
+    """True when the vocab's ids are exactly 0..V-1, each once (the bulk check; C speed)."""
+    ids = list(vocab.values())
+    return all(type(i) is int for i in ids) and sorted(ids) == list(range(len(ids)))
+
+
+def _diagnose_vocab(vocab: dict) -> None:
+    """Raise a TokenizerError naming the first bad entry of a vocab that failed the bulk check."""
+    owner: dict[int, str] = {}
+    for token, i in vocab.items():
+        if not isinstance(token, str) or type(i) is not int:
+            raise TokenizerError(f"vocab entry {token!r}: {i!r} must map a string to an int")
+        if not 0 <= i < len(vocab):
+            raise TokenizerError(f"vocab entry {token!r} has id {i}, outside 0..{len(vocab) - 1} "
+                                 f"(ids must be exactly 0..V-1 for a vocab of {len(vocab)})")
+        if i in owner:
+            raise TokenizerError(f"vocab: id {i} is used twice, by {owner[i]!r} and {token!r}")
+        owner[i] = token
+    raise AssertionError("unreachable: the vocab passed every check")
+
+
+def _diagnose_merges(vocab: dict, merges: list, where: Callable[[int], str] | None) -> None:
+    """Raise a TokenizerError naming the first bad merge (and where it is) of a list that failed."""
+    where = where or (lambda k: f"merge {k + 1}")
+    seen: dict[tuple[str, str], int] = {}
+    for rank, pair in enumerate(merges):
+        if len(pair) != 2 or not all(isinstance(p, str) for p in pair):
+            raise TokenizerError(f"{where(rank)}: {pair!r} is not a pair of symbols")
+        a, b = pair
+        unknown = [p for p in pair if p not in vocab]
+        if unknown:
+            raise TokenizerError(f"{where(rank)}: '{a} {b}' has a part that is not in the vocab: {unknown}")
+        if a + b not in vocab:
+            raise TokenizerError(f"{where(rank)}: '{a} {b}' makes {a + b!r}, which is not in the vocab")
+        if pair in seen:
+            raise TokenizerError(f"{where(rank)}: '{a} {b}' repeats {where(seen[pair])}")
+        seen[pair] = rank
+    raise AssertionError("unreachable: the merges passed every check")
+
+
+__all__ = ["PRETOKENIZE_PATTERN", "SPECIAL_TOKENS", "Explanation", "Tokenizer", "TokenizerError",
+           "bytes_to_unicode", "read_model_max_length"]
 
 
 if __name__ == "__main__":
-    # python -m minibort.tokenizer [dir or repo id]   (default: ../shared's copy of roberta-base's files)
-    import sys
+    # python -m minibort.tokenizer [folder or repo id]   (default: the embedded bort-tiny)
     from pathlib import Path
 
-    source = sys.argv[1] if len(sys.argv) > 1 else str(
-        Path(__file__).resolve().parents[2] / "shared/hub-mirror/amazon/bort/resolve/main")
+    source = sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "weights" / "bort-tiny"
     print(Tokenizer.from_pretrained(source).explain("Hello world"))
+# python -m minibort.tokenizer prints (bort-tiny's 4096-token vocabulary, learned from Python's own docs,
+# so "Hello" is not one token here as it is in RoBERTa's):
 # text: 'Hello world'
 # 1. special tokens found in the text:
 #    none
 # 2. pre-tokens (GPT-2 regex) of 'Hello world': ['Hello', ' world']
 # 3-4. 'Hello': UTF-8 bytes 48 65 6c 6c 6f -> symbols H e l l o
-#       merge 'l' + 'l' (rank 41) -> H e ll o
-#       merge 'e' + 'll' (rank 439) -> H ell o
-#       merge 'ell' + 'o' (rank 10853) -> H ello
-#       merge 'H' + 'ello' (rank 15240) -> Hello
-#       -> tokens ['Hello'] ids [31414]
+#       merge 'l' + 'l' (rank 68) -> H e ll o
+#       merge 'H' + 'e' (rank 1392) -> He ll o
+#       merge 'll' + 'o' (rank 2397) -> He llo
+#       -> tokens ['He', 'llo'] ids [1653, 2658]
 # 3-4. ' world': UTF-8 bytes 20 77 6f 72 6c 64 -> symbols Ġ w o r l d
-#       merge 'Ġ' + 'w' (rank 10) -> Ġw o r l d
-#       merge 'o' + 'r' (rank 17) -> Ġw or l d
-#       merge 'l' + 'd' (rank 79) -> Ġw or ld
-#       merge 'Ġw' + 'or' (rank 220) -> Ġwor ld
-#       merge 'Ġwor' + 'ld' (rank 739) -> Ġworld
-#       -> tokens ['Ġworld'] ids [232]
-# 5. with <s> ... </s>: [0, 31414, 232, 2]
+#       merge 'o' + 'r' (rank 8) -> Ġ w or l d
+#       merge 'Ġ' + 'w' (rank 26) -> Ġw or l d
+#       merge 'l' + 'd' (rank 145) -> Ġw or ld
+#       merge 'Ġw' + 'or' (rank 3459) -> Ġwor ld
+#       -> tokens ['Ġwor', 'ld'] ids [3720, 406]
+# 5. with <s> ... </s>: [0, 1653, 2658, 3720, 406, 2]

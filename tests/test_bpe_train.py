@@ -8,7 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minibort.tokenizer import Tokenizer, TokenizerError, bytes_to_unicode, train_bpe
+from minibort import train_bpe
+from minibort.bpe import bytes_to_unicode
+from minibort.tokenizer import Tokenizer, TokenizerError
 
 SPECIALS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
 

@@ -17,7 +17,9 @@ import regex
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from minibort.tokenizer import Tokenizer, TokenizerError, bytes_to_unicode, train_bpe
+from minibort import train_bpe
+from minibort.bpe import WHITESPACE, bytes_to_unicode
+from minibort.tokenizer import Tokenizer, TokenizerError
 
 SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared"
 ROBERTA_DIR = SHARED / "hub-mirror" / "amazon" / "bort" / "resolve" / "main"
@@ -108,7 +110,7 @@ def test_add_prefix_space(roberta):
 
 
 def test_explain_shows_every_step(roberta):
-    shown = roberta.explain("Hello world <mask>")
+    shown = roberta.explain("Hello world <mask>").render()
     for step in ("'Hello', ' world'", "48 65 6c 6c 6f", "merge 'l' + 'l' (rank 41)", "Ġworld", "<mask> (50264)",
                  "[0, 31414, 232, 50264, 2]"):
         assert step in shown, step
@@ -329,7 +331,6 @@ def test_save_pretrained_roundtrip(tmp_path, small):
 def test_whitespace_set_is_the_regex_one():
     # what <mask> swallows must be exactly what the pre-tokenizer's \s matches (Unicode White_Space),
     # which is not str.isspace(): that also counts \x1c-\x1f
-    from minibort.tokenizer import WHITESPACE
     every_character = "".join(map(chr, range(0x110000)))
     assert WHITESPACE == set(regex.findall(r"\s", every_character))
     assert "\x1c" not in WHITESPACE and "\x1c".isspace()

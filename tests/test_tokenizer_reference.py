@@ -14,7 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from minibort.tokenizer import _PRETOKENIZE, Tokenizer, bytes_to_unicode, train_bpe
+from minibort import train_bpe
+from minibort.bpe import PRETOKENIZE_RE, bytes_to_unicode
+from minibort.tokenizer import Tokenizer
 
 rust = pytest.importorskip("tokenizers", reason="the Rust `tokenizers` package (reference extra) is not installed")
 from tokenizers import AddedToken, decoders, pre_tokenizers, processors
@@ -44,7 +46,7 @@ _AGREES: dict[str, bool] = {}
 def _tables_agree(c: str) -> bool:
     if c not in _AGREES:
         probe = f"{c}a{c}{c}1 {c} x{c}\n{c}'s{c}  "
-        ours = ["".join(_B2U[b] for b in w.encode("utf-8")) for w in _PRETOKENIZE.findall(probe)]
+        ours = ["".join(_B2U[b] for b in w.encode("utf-8")) for w in PRETOKENIZE_RE.findall(probe)]
         _AGREES[c] = ours == [w for w, _ in _RUST_PRETOKENIZER.pre_tokenize_str(probe)]
     return _AGREES[c]
 
