@@ -7,6 +7,9 @@ This module decides what the state dict means:
   original `bort.params` comes back renamed from Gluon's names (`gluon_to_transformers`); a `.bin`
   whose decoder differs from its word embeddings (amazon/bort's random MLM head) warns once.
 - `config_from_state_dict`: a `BortConfig` inferred from the weights' shapes (for a bare `bort.params`).
+- `resolve`: any name (the embedded "bort-tiny", a folder, a hub id, a folder with the original
+  bort.params) -> the local folder holding it. Every `from_pretrained` and command goes through it.
+- `clean_state_dict`: the one rule between a file's names and a model's (position_ids, tied decoder).
 - `find_weights` / `load_pretrained`: a model folder or hub id -> config + state dict.
 
 The state dicts returned keep transformers' names as in the file (with or without the `bert.`
@@ -17,8 +20,10 @@ embeddings.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 
@@ -28,8 +33,9 @@ from .formats import file_kind
 from .formats.common import CheckpointError
 
 __all__ = ["GLUON_MLM_LAYER_NORM_EPS", "UNTRAINED_MLM_HEAD_KEY", "WEIGHT_FILES", "CheckpointError",
-           "config_from_state_dict", "decoder_is_untied", "find_weights", "gluon_to_transformers",
-           "load_pretrained", "load_state_dict", "warn_untrained_mlm_head"]
+           "EMBEDDED_MODELS", "clean_state_dict", "config_from_state_dict", "decoder_is_untied",
+           "embedded_dir", "find_weights", "gluon_to_transformers", "load_pretrained", "load_state_dict",
+           "resolve", "warn_untrained_mlm_head"]
 
 # --------------------------------------------------------------------------- the hub's MLM head
 _warned_mlm_head = False
@@ -165,6 +171,19 @@ def load_state_dict(path: str | os.PathLike, dtype: np.dtype | type | None = np.
 
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "bort.params")
+TOKENIZER_FILES = ("vocab.json", "merges.txt")
+
+
+def clean_state_dict(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The one cleanup rule between a file's state dict and a model's parameters: drop the
+    `position_ids` buffer some checkpoints carry, drop the stored decoder weight (the decoder is tied
+    to the word embeddings; on the hub the stored copy is random), and keep the decoder's bias under
+    its transformers name `cls.predictions.bias`."""
+    out = {k: v for k, v in state.items()
+           if not k.endswith("position_ids") and not k.startswith("cls.predictions.decoder.")}
+    if "cls.predictions.bias" not in out and "cls.predictions.decoder.bias" in state:
+        out["cls.predictions.bias"] = state["cls.predictions.decoder.bias"]
+    return out
 
 
 def find_weights(directory: str | os.PathLike) -> str:
@@ -183,36 +202,118 @@ def find_weights(directory: str | os.PathLike) -> str:
                           "(or another *.params file)")
 
 
-def load_pretrained(path_or_repo_id: str | os.PathLike, revision: str = "main",
-                    dtype: np.dtype | type = np.float32) -> tuple[BortConfig, dict[str, np.ndarray]]:
-    """Config and state dict from a local folder (config.json + weights) or a hub repository id.
+# --------------------------------------------------------------------------- a name -> a folder
+EMBEDDED_MODELS = ("bort-tiny",)
+
+
+def embedded_root() -> Path:
+    """Where the embedded models live. Installed, that is the package `minibort.weights` (pyproject
+    maps the top-level weights/ folder to it). In a source checkout, where `python -m minibort...`
+    imports `minibort/` from the clone itself and no `minibort.weights` exists, it is the weights/
+    folder beside `minibort/`."""
+    try:
+        import minibort.weights
+        return Path(minibort.weights.__path__[0])
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "weights"
+
+
+def embedded_dir(name: str = "bort-tiny") -> Path:
+    """The folder of an embedded model, e.g. weights/bort-tiny."""
+    return embedded_root() / name
+
+
+def _has(folder: str, names: tuple[str, ...]) -> bool:
+    return all(os.path.isfile(os.path.join(folder, n)) for n in names)
+
+
+def _is_original_release(folder: str) -> bool:
+    """A folder holding the original MXNet release's weights (bort.params) and no config.json."""
+    return not os.path.isfile(os.path.join(folder, "config.json")) and any(
+        n.endswith(".params") for n in os.listdir(folder))
+
+
+def _is_hub_id(name: str) -> bool:
+    """`owner/name`, and nothing that looks like a path (./x, /x, ~/x, a/b/c, a\\b)."""
+    from .hub import is_repo_id
+    return (name.count("/") == 1 and not name.startswith((".", "/", "~")) and "\\" not in name
+            and is_repo_id(name))
+
+
+def resolve(name_or_path: str | os.PathLike, revision: str = "main", need: str = "model") -> str:
+    """The local folder that holds a model (`need="model"`: config.json and weights) or its tokenizer
+    (`need="tokenizer"`: vocab.json and merges.txt), for every name minibort accepts:
+
+    - an embedded model, "bort-tiny" (shipped in weights/);
+    - a folder: config.json + model.safetensors / pytorch_model.bin, or the original release's
+      bort.params alone (its config is inferred from the weights, its vocabulary is amazon/bort's);
+    - a hub id "owner/name": the files are downloaded once into the cache (see `minibort.hub`), and the
+      cache's folder for that repository and revision is returned; offline, whatever the cache holds.
+
+    Every `from_pretrained` and every command goes through here, so a name means the same everywhere.
+    Raises CheckpointError, or HubError when the network is needed and fails, naming what is missing
+    and how to get it.
+    """
+    if need not in ("model", "tokenizer"):
+        raise ValueError(f"need must be 'model' or 'tokenizer', not {need!r}")
+    name = os.fspath(name_or_path)
+    if name in EMBEDDED_MODELS and not os.path.isdir(name):
+        folder = embedded_dir(name)
+        if not folder.is_dir():
+            raise CheckpointError(f"the embedded model {name!r} is missing from {folder}; reinstall "
+                                  "minibort (`pip install .` in a clone of it)")
+        return str(folder)
+    if os.path.isdir(name):
+        if need == "tokenizer" and not _has(name, TOKENIZER_FILES):
+            if _is_original_release(name):
+                warnings.warn(f"{name} holds the original bort.params without vocab.json + merges.txt; "
+                              "using amazon/bort's vocabulary (RoBERTa's), as the original release does",
+                              UserWarning, stacklevel=2)
+                return resolve("amazon/bort", "main", need="tokenizer")
+            raise CheckpointError(
+                f"{name} has no tokenizer (vocab.json + merges.txt). Save one there with "
+                f"`tok.save_pretrained({name!r})`, or save model and tokenizer together with "
+                "`model.save_pretrained(folder, tokenizer=tok)`; Bort's own vocabulary is "
+                "Tokenizer.from_pretrained('amazon/bort'), the embedded model's 'bort-tiny'")
+        return name
+    if os.path.exists(name):
+        raise CheckpointError(f"{name} is a file; pass the folder that holds it (config.json beside the "
+                              "weights)")
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name or name.endswith("/"):
+        raise CheckpointError(f"no such folder {name!r} (from {os.getcwd()})")
+    if not _is_hub_id(name):
+        raise CheckpointError(
+            f"unknown model {name!r}: not an embedded model ({', '.join(EMBEDDED_MODELS)}), not an "
+            "existing folder, and not a hub id of the form owner/name (e.g. amazon/bort)")
+    from . import hub
+    if need == "tokenizer":
+        paths = [hub.hf_hub_download(name, f, revision=revision) for f in TOKENIZER_FILES]
+        with contextlib.suppress(hub.HubError):           # optional: its model_max_length
+            hub.hf_hub_download(name, "tokenizer_config.json", revision=revision)
+        return os.path.dirname(paths[0])
+    hub.hf_hub_download(name, "config.json", revision=revision)
+    return os.path.dirname(hub.hub_weights_file(name, revision))
+
+
+def load_pretrained(name_or_path: str | os.PathLike, revision: str = "main",
+                    dtype: np.dtype | type = np.float32, mmap: bool = True
+                    ) -> tuple[BortConfig, dict[str, np.ndarray]]:
+    """Config and state dict for any name `resolve` takes, or a weights file with config.json beside it.
 
     A folder holding only `bort.params` gets a config inferred from the weights (8 heads) with the
-    original MLM head's LayerNorm eps 1e-12. From the hub, config.json is fetched, then
-    model.safetensors, else pytorch_model.bin (see `minibort.hub` for the cache and offline use).
+    original MLM head's LayerNorm eps 1e-12. `mmap=True` returns read-only views of memory-mapped
+    safetensors (instant, no copy); do not rewrite the file while they live, or pass `mmap=False`.
     """
-    source = os.fspath(path_or_repo_id)
-    if os.path.isdir(source):
-        weights = find_weights(source)
-        config_path = os.path.join(source, "config.json")
-        config_path = config_path if os.path.isfile(config_path) else None
-    elif os.path.isfile(source):
-        weights = source
-        config_path = os.path.join(os.path.dirname(source) or ".", "config.json")
-        config_path = config_path if os.path.isfile(config_path) else None
+    source = os.fspath(name_or_path)
+    if os.path.isfile(source):                        # a weights file, config.json beside it
+        folder, weights = os.path.dirname(source) or ".", source
     else:
-        from .hub import HubError, hf_hub_download
-        config_path = hf_hub_download(source, "config.json", revision=revision)
-        try:
-            weights = hf_hub_download(source, "model.safetensors", revision=revision)
-        except HubError as e:
-            if e.status != 404:
-                raise
-            weights = hf_hub_download(source, "pytorch_model.bin", revision=revision)
-
-    state = load_state_dict(weights, dtype=dtype)
+        folder = resolve(source, revision, need="model")
+        weights = find_weights(folder)
+    config_path = os.path.join(folder, "config.json")
+    state = load_state_dict(weights, dtype=dtype, mmap=mmap)
     is_gluon = file_kind(weights) == "mxnet"
-    if config_path is not None:
+    if os.path.isfile(config_path):
         config = BortConfig.from_json(config_path)
         if is_gluon and config.mlm_layer_norm_eps is None:
             config.mlm_layer_norm_eps = GLUON_MLM_LAYER_NORM_EPS

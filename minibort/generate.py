@@ -30,9 +30,9 @@ import warnings
 
 import numpy as np
 
-EMBEDDED = ("bort-tiny",)
+from . import layers as L
+
 DEFAULT_MODEL = "bort-tiny"
-PREFLIGHT_TIMEOUT = 3.0          # seconds to decide that the hub cannot be reached
 
 
 class GenerateError(Exception):
@@ -43,119 +43,36 @@ class GenerateError(Exception):
         self.status = status
 
 
-# ------------------------------------------------------------------------------------ loading
-
-
-def embedded_dir(name: str = DEFAULT_MODEL) -> str:
-    """The folder of a model shipped inside the package (minibort.weights)."""
-    import minibort.weights
-    return os.path.join(minibort.weights.__path__[0], name)
-
-
 def load_model(name: str, notes: list[str] | None = None):
-    """-> (BortForMaskedLM, Tokenizer, description). `notes` collects one-line warnings for the user."""
+    """-> (BortForMaskedLM, Tokenizer, description) for any name `from_pretrained` takes (see
+    `minibort.checkpoint.resolve`). `notes` collects the loaders' one-line warnings for the user."""
+    from .hub import HubError
     from .model import BortForMaskedLM
+    from .tokenizer import Tokenizer
     notes = [] if notes is None else notes
-    if name in EMBEDDED:
-        folder = embedded_dir(name)
-        if not os.path.isdir(folder):
-            raise GenerateError(f"the embedded model {name!r} is missing from {folder}; reinstall minibort")
-    elif os.path.isdir(name):
-        folder = name
-    elif name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise GenerateError(f"unknown model {name!r}: no such folder")
-    elif "/" in name:
-        return _load_hub(name, notes)
-    else:
-        raise GenerateError(f"unknown model {name!r}: not an embedded model ({', '.join(EMBEDDED)}), not a "
-                            "folder, and not a hub id of the form owner/name (e.g. amazon/bort)")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            model = BortForMaskedLM.from_pretrained(folder)
-        except (OSError, ValueError) as e:
-            raise GenerateError(f"cannot load the model in {folder}: {e}") from None
+            model = BortForMaskedLM.from_pretrained(name)
+            tok = Tokenizer.from_pretrained(name)
+        except HubError as e:
+            raise GenerateError(f"{e} Or work offline with the embedded model (the default, bort-tiny).") from None
+        except (OSError, ValueError) as e:           # CheckpointError, TokenizerError, ConfigError
+            raise GenerateError(str(e)) from None
     notes.extend(dict.fromkeys(str(w.message) for w in caught))
-    tok = _load_tokenizer(folder, notes)
-    return model, tok, name if name in EMBEDDED else os.path.abspath(folder)
-
-
-def _load_tokenizer(folder: str, notes: list[str]):
-    from .tokenizer import Tokenizer
-    if os.path.isfile(os.path.join(folder, "vocab.json")) and os.path.isfile(os.path.join(folder, "merges.txt")):
-        try:
-            return Tokenizer.from_pretrained(folder)
-        except (OSError, ValueError) as e:
-            raise GenerateError(f"cannot load the tokenizer in {folder}: {e}") from None
-    # The original release ships bort.params alone; Bort's vocabulary is RoBERTa's, on the hub.
-    notes.append(f"{folder} has no vocab.json + merges.txt; using amazon/bort's (RoBERTa's) vocabulary")
-    _preflight("amazon/bort", ("vocab.json", "merges.txt"))
-    try:
-        return Tokenizer.from_pretrained("amazon/bort")
-    except (OSError, ValueError) as e:
-        raise GenerateError(f"{folder} has no vocab.json + merges.txt and amazon/bort's could not be "
-                            f"fetched: {e}") from None
-
-
-def _load_hub(repo_id: str, notes: list[str]):
-    from .model import BortForMaskedLM
-    from .tokenizer import Tokenizer
-    _preflight(repo_id, ("config.json", "vocab.json", "merges.txt"))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            model = BortForMaskedLM.from_pretrained(repo_id)
-            tok = Tokenizer.from_pretrained(repo_id)
-        except OSError as e:                           # HubError is an OSError
-            raise GenerateError(f"cannot fetch {repo_id}: {e}") from None
-        except ValueError as e:
-            raise GenerateError(f"cannot load {repo_id}: {e}") from None
-    notes.extend(dict.fromkeys(str(w.message) for w in caught))
-    return model, tok, repo_id
-
-
-def _preflight(repo_id: str, files: tuple[str, ...]) -> None:
-    """Fail within seconds, naming the URL, if a file is not cached and the hub cannot be reached."""
-    from .hub import HubError, cached_path, endpoint, verify_cached
-    try:
-        if all(verify_cached(cached_path(repo_id, f)) for f in files):
-            return                                      # everything needed is cached: no network
-    except HubError as e:
-        raise GenerateError(f"unknown model {repo_id!r}: {e}") from None
-    import urllib.error
-    import urllib.request
-    url = f"{endpoint()}/{repo_id}/resolve/main/{files[0]}"
-    offline = ("To work offline, use the embedded model (the default, bort-tiny), or pass --model a "
-               "folder holding config.json, model.safetensors (or pytorch_model.bin or bort.params), "
-               "vocab.json and merges.txt, or set HF_ENDPOINT to a reachable mirror.")
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers={"User-Agent": "minibort"}),
-                                    timeout=PREFLIGHT_TIMEOUT):
-            pass
-    except urllib.error.HTTPError as e:
-        if e.code == 404:
-            raise GenerateError(f"unknown model {repo_id!r}: {url} answered 404 not found") from None
-        raise GenerateError(f"the hub refused {url}: HTTP {e.code} {e.reason}. {offline}") from None
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise GenerateError(f"cannot reach the hub at {url} ({reason}). {offline}") from None
+    return model, tok, os.path.abspath(name) if os.path.isdir(name) else name
 
 
 # ------------------------------------------------------------------------------------ the two modes
 
 
 def _special_ids(tok) -> np.ndarray:
-    ids = [getattr(tok, a, None) for a in ("bos_token_id", "pad_token_id", "eos_token_id",
-                                           "unk_token_id", "mask_token_id")]
-    return np.array(sorted({i for i in ids if i is not None}), dtype=np.int64)
+    return np.array(sorted(tok.all_special_ids), dtype=np.int64)
 
 
 def softmax64(logits: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis in float64: (..., V) -> (..., V)."""
-    z = logits.astype(np.float64)
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
+    """Softmax over the last axis in float64 (layers.softmax on a float64 copy): (..., V) -> (..., V)."""
+    return L.softmax(np.asarray(logits, dtype=np.float64), inplace=True)[0]
 
 
 def fill_masks(model, tok, ids: list[int], top_k: int = 5) -> dict:
@@ -178,7 +95,7 @@ def fill_masks(model, tok, ids: list[int], top_k: int = 5) -> dict:
         ranked[:, special[special < ranked.shape[1]]] = -1.0                           # never list specials
         best = int(ranked.max(axis=1).argmax())                                        # most confident mask
         row = probs[best]
-        top = np.argsort(-ranked[best], kind="stable")[:top_k]
+        top = np.argsort(-ranked[best], kind="stable")[:min(top_k, ranked.shape[1] - len(special))]
         pos = remaining.pop(best)
         order += 1
         results[pos] = {"position": pos, "order": order, "candidates": [
@@ -251,7 +168,11 @@ def run(args: argparse.Namespace) -> dict:
     if prompt is None:
         if sys.stdin.isatty():
             print("reading the prompt from standard input (end with Ctrl-D)", file=sys.stderr)
-        prompt = sys.stdin.read()
+        try:
+            prompt = sys.stdin.buffer.read().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise GenerateError(f"standard input is not UTF-8 text (byte {e.start}: {e.reason}); "
+                                "convert it first, e.g. with `iconv -t utf-8`", 2) from None
         prompt = prompt.rstrip("\n")
     if not prompt.strip():
         raise GenerateError("the prompt is empty; give text with <mask> tokens, or text and --length N", 2)

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from minibort import generate as G
+from minibort.checkpoint import embedded_dir
 
-FOLDER = G.embedded_dir()
+FOLDER = str(embedded_dir("bort-tiny"))
 pytestmark = pytest.mark.skipif(not os.path.exists(os.path.join(FOLDER, "model.safetensors")),
                                 reason="weights/bort-tiny is not there yet")
 
@@ -146,17 +147,27 @@ def test_cli_unreachable_hub_fails_fast_naming_the_url(tmp_path):
     assert wall < 10, wall
 
 
-def _mirror(tmp_path, repo: str) -> str:
-    """A hub mirror on disk (file:// endpoint) serving bort-tiny's files under `repo`."""
-    folder = tmp_path / "mirror" / repo / "resolve" / "main"
+@pytest.fixture
+def mirror(tmp_path):
+    """A hub mirror served on 127.0.0.1 with bort-tiny's files under amazon/bort."""
+    import functools
+    import http.server
+    import threading
+    folder = tmp_path / "mirror" / "amazon" / "bort" / "resolve" / "main"
     folder.mkdir(parents=True)
     for name in ("config.json", "model.safetensors", "vocab.json", "merges.txt"):
         shutil.copy(os.path.join(FOLDER, name), folder / name)
-    return (tmp_path / "mirror").as_uri()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "mirror"))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
 
 
-def test_cli_hub_id_downloads_once_and_notes_amazon_borts_untrained_head(tmp_path):
-    env = {"HF_ENDPOINT": _mirror(tmp_path, "amazon/bort"), "MINIBORT_CACHE": str(tmp_path / "cache")}
+def test_cli_hub_id_downloads_once_and_notes_amazon_borts_untrained_head(tmp_path, mirror):
+    env = {"HF_ENDPOINT": mirror, "MINIBORT_CACHE": str(tmp_path / "cache")}
     r = cli("The <mask> statement leaves a loop early.", "--model", "amazon/bort", env=env)
     assert r.returncode == 0, r.stderr
     assert r.stderr.count("never trained") == 1                       # printed once
@@ -175,7 +186,7 @@ def test_cli_original_release_folder_restores_its_mlm_head(tmp_path):
         pytest.skip("no gluon fixture")
     from minibort import BortForMaskedLM
     from minibort.corpus import normalise
-    from minibort.tokenizer import train_bpe
+    from minibort import train_bpe
     folder = tmp_path / "original"
     folder.mkdir()
     shutil.copy(os.path.join(fixture, "bort.params"), folder / "bort.params")
