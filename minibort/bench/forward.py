@@ -1,6 +1,6 @@
 """Forward-pass benchmark: minibort against PyTorch eager on the same random Bort-size weights.
 
-    python -m minibort.bench.forward [--repeats 5] [--threads 2] [--markdown]
+    python -m minibort.bench.forward [--repeats 5] [--threads 2]
 
 Float32, same thread count for both (NumPy's BLAS uses the machine's cores; torch is set to
 --threads). Times are medians of --repeats runs after one warm-up; the ratio is minibort / PyTorch

@@ -2,9 +2,9 @@
 
 Runs only in a separate MXNet environment (MXNet needs an old NumPy):
 
-    python3 -m venv /work/mxvenv
-    /work/mxvenv/bin/pip install numpy==1.23.5 mxnet==1.9.1 gluonnlp==0.8.3
-    /work/mxvenv/bin/python tests/reference/make_gluon_fixture.py
+    python3 -m venv mxvenv            # any folder outside the checkout
+    mxvenv/bin/pip install numpy==1.23.5 mxnet==1.9.1 gluonnlp==0.8.3
+    mxvenv/bin/python tests/reference/make_gluon_fixture.py
 
 The model is built as alexa/bort's `bort/bort.py` builds Bort (bort-facts section 3): a post-LN
 `BERTEncoder` with exact GELU and LayerNorm eps 1e-5 inside a `BERTModel` without token types or
