@@ -1,4 +1,5 @@
-"""Byte-level BPE's shared pieces: the byte-to-symbol table, GPT-2's pre-tokenizer regex, and merging.
+"""Byte-level BPE's shared pieces: the byte-to-symbol table, GPT-2's pre-tokenizer regex, merging,
+and the two files that hold a vocabulary (vocab.json, merges.txt), read and checked.
 
 Both the tokenizer (`tokenizer.py`, which applies merges) and the trainer (`bpe_train.py`, which
 learns them) read from here, so the two can never disagree on how text is cut or how a pair merges.
@@ -16,12 +17,18 @@ first. Two ways to apply all merges to one word give the same ids:
 from __future__ import annotations
 
 import heapq
+import json
+from collections.abc import Callable, Sequence
 from functools import lru_cache
-from itertools import pairwise
+from itertools import pairwise, repeat
 
 import regex
 
 Merges = dict[tuple[int, int], tuple[int, int]]   # (left id, right id) -> (rank, merged id)
+
+
+class TokenizerError(ValueError):
+    """Bad input or bad vocab/merges files; the message says what and where."""
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -159,3 +166,114 @@ def apply_merges(symbols: list[int], merges: Merges) -> list[int]:
             if m is not None:
                 heapq.heappush(heap, (m[0], h))
     return [t for t in ids if t != _DEAD]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The files: vocab.json (token -> id) and merges.txt ("#version" line, then "left right" per line).
+# Loading runs on every start-up, so each check is first done in bulk (C speed); only when it fails is
+# the slow loop run that finds and names the culprit.
+def read_json(path: str, no_duplicates: bool = False) -> object:
+    """Parse a JSON file; with no_duplicates, a key that appears twice in an object is an error."""
+    def check_pairs(pairs: list[tuple[str, object]]) -> dict:
+        seen: dict = {}
+        for key, value in pairs:
+            if key in seen:
+                raise TokenizerError(f"{path}: token {key!r} appears twice (ids {seen[key]} and {value})")
+            seen[key] = value
+        return seen
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f, object_pairs_hook=check_pairs if no_duplicates else None)
+    except FileNotFoundError:
+        raise TokenizerError(f"vocab file not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TokenizerError(f"{path}: not valid JSON ({e})") from None
+
+
+def read_vocab(path: str) -> dict:
+    """vocab.json as a dict token -> id (checked by `check_vocab` when the tokenizer is built)."""
+    vocab = read_json(path)
+    if not isinstance(vocab, dict):
+        raise TokenizerError(f"{path}: expected a JSON object token -> id, got {type(vocab).__name__}")
+    return vocab
+
+
+def read_merges(path: str) -> tuple[list[tuple[str, str]], Callable[[int], str]]:
+    """merges.txt as (left, right) pairs in rank order, and `where(k)`: "file line n" of merge k."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().split("\n")
+    except FileNotFoundError:
+        raise TokenizerError(f"merges file not found: {path}") from None
+    except UnicodeDecodeError as e:
+        raise TokenizerError(f"{path}: not UTF-8 ({e})") from None
+    # "#version: 0.2" first, then one "left right" per line; blank lines (the last one) are skipped
+    first = 1 if lines[0].startswith("#version") else 0
+    body = [line for line in lines[first:] if line]
+
+    def where(k: int) -> str:          # only needed for an error message
+        numbers = [n for n, line in enumerate(lines[first:], first + 1) if line]
+        return f"{path} line {numbers[k]}"
+
+    # Split all lines at once (in C): valid when every line has exactly one space, and no symbol is empty.
+    parts = " ".join(body).split(" ") if body else []
+    if set(map(str.count, body, repeat(" "))) - {1} or "" in parts:
+        k = next(k for k, line in enumerate(body) if line.count(" ") != 1 or "" in line.split(" "))
+        raise TokenizerError(f"{where(k)}: expected two symbols separated by one space, got {body[k]!r}")
+    return list(zip(parts[0::2], parts[1::2])), where
+
+
+def ids_are_a_range(vocab: dict) -> bool:
+    """True when the vocab's ids are exactly 0..V-1, each once (the bulk check; C speed)."""
+    ids = list(vocab.values())
+    return all(type(i) is int for i in ids) and sorted(ids) == list(range(len(ids)))
+
+
+def check_vocab(vocab: dict) -> None:
+    """Raise a TokenizerError naming the first bad entry unless the ids are exactly 0..V-1, each once."""
+    if ids_are_a_range(vocab):
+        return
+    owner: dict[int, str] = {}
+    for token, i in vocab.items():
+        if not isinstance(token, str) or type(i) is not int:
+            raise TokenizerError(f"vocab entry {token!r}: {i!r} must map a string to an int")
+        if not 0 <= i < len(vocab):
+            raise TokenizerError(f"vocab entry {token!r} has id {i}, outside 0..{len(vocab) - 1} "
+                                 f"(ids must be exactly 0..V-1 for a vocab of {len(vocab)})")
+        if i in owner:
+            raise TokenizerError(f"vocab: id {i} is used twice, by {owner[i]!r} and {token!r}")
+        owner[i] = token
+    raise AssertionError("unreachable: the vocab passed every check")
+
+
+def compile_merges(vocab: dict[str, int], merges: Sequence[tuple[str, str]],
+                   where: Callable[[int], str] | None = None) -> Merges:
+    """The merges as ids, {(id_left, id_right): (rank, id_merged)}, after checking that each part and
+    their concatenation are in the vocab and that no pair repeats (`where(k)` names merge k)."""
+    try:
+        lefts, rights = zip(*merges) if merges else ((), ())
+        ids_a, ids_b = list(map(vocab.get, lefts)), list(map(vocab.get, rights))
+        ids_ab = list(map(vocab.get, map(str.__add__, lefts, rights)))
+    except (TypeError, ValueError):
+        ids_a = ids_b = ids_ab = [None]
+    compiled = {} if None in ids_a or None in ids_b or None in ids_ab else dict(
+        zip(zip(ids_a, ids_b), zip(range(len(ids_ab)), ids_ab)))   # (all in C: this runs at every load)
+    if len(compiled) == len(merges):
+        return compiled
+    # Something is wrong: find the first bad merge and say where it is.
+    where = where or (lambda k: f"merge {k + 1}")
+    seen: dict[tuple[str, str], int] = {}
+    for rank, pair in enumerate(merges):
+        if len(pair) != 2 or not all(isinstance(p, str) for p in pair):
+            raise TokenizerError(f"{where(rank)}: {pair!r} is not a pair of symbols")
+        a, b = pair
+        unknown = [p for p in pair if p not in vocab]
+        if unknown:
+            raise TokenizerError(f"{where(rank)}: '{a} {b}' has a part that is not in the vocab: {unknown}")
+        if a + b not in vocab:
+            raise TokenizerError(f"{where(rank)}: '{a} {b}' makes {a + b!r}, which is not in the vocab")
+        if pair in seen:
+            raise TokenizerError(f"{where(rank)}: '{a} {b}' repeats {where(seen[pair])}")
+        seen[pair] = rank
+    raise AssertionError("unreachable: the merges passed every check")

@@ -34,28 +34,17 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from itertools import repeat
 
 import numpy as np
 import regex
 
+from . import bpe
 from ._files import write_text_atomic
-from .bpe import (
-    PRETOKENIZE_PATTERN,
-    PRETOKENIZE_RE,
-    WHITESPACE,
-    apply_merges,
-    apply_merges_reference,
-    bytes_to_unicode,
-)
+from .bpe import PRETOKENIZE_PATTERN, TokenizerError, bytes_to_unicode
 
 SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")   # RoBERTa's, in fairseq's id order
 LSTRIP_TOKENS = ("<mask>",)                                   # these swallow the whitespace before them
 BORT_MAX_LENGTH = 512   # Bort's positions: the length limit when the tokenizer's folder does not give one
-
-
-class TokenizerError(ValueError):
-    """Bad input or bad vocab/merges files; the message says what and where."""
 
 
 class Tokenizer:
@@ -81,11 +70,7 @@ class Tokenizer:
                  special_tokens: Sequence[str] = SPECIAL_TOKENS, add_prefix_space: bool = False,
                  pair_format: str = "roberta", lstrip_tokens: Sequence[str] = LSTRIP_TOKENS,
                  model_max_length: int | None = None, _where: Callable[[int], str] | None = None) -> None:
-        # Loading runs on every start-up, so each check below is first done in bulk (C speed); only
-        # when it fails is the slow loop run that finds and names the culprit.
-        # vocab: ids must be exactly 0..V-1, each once.
-        if not _ids_are_a_range(vocab):
-            _diagnose_vocab(vocab)
+        bpe.check_vocab(vocab)                                    # ids exactly 0..V-1, each once
         self.encoder: dict[str, int] = dict(vocab)                # token -> id
         self.decoder: list[str] = sorted(vocab, key=vocab.__getitem__)   # id -> token
 
@@ -98,18 +83,7 @@ class Tokenizer:
 
         # merges: (id_left, id_right) -> (rank, id_merged); a lower rank is applied first.
         self.merges: list[tuple[str, str]] = [tuple(m) for m in merges]
-        try:
-            lefts, rights = zip(*self.merges) if self.merges else ((), ())
-            ids_a, ids_b = list(map(vocab.get, lefts)), list(map(vocab.get, rights))
-            ids_ab = list(map(vocab.get, map(str.__add__, lefts, rights)))
-        except (TypeError, ValueError):
-            ids_a = ids_b = ids_ab = [None]
-        if None in ids_a or None in ids_b or None in ids_ab:
-            _diagnose_merges(vocab, self.merges, _where)
-        self._merges: dict[tuple[int, int], tuple[int, int]] = dict(
-            zip(zip(ids_a, ids_b), zip(range(len(ids_ab)), ids_ab)))  # (all in C: this runs at every load)
-        if len(self._merges) != len(self.merges):
-            _diagnose_merges(vocab, self.merges, _where)
+        self._merges: bpe.Merges = bpe.compile_merges(vocab, self.merges, _where)
 
         # special tokens: recognised in text by one regex, longest first so that no token is cut short
         # by a shorter one that is its prefix. (A plain list of literals: searching it is ~10x faster
@@ -150,7 +124,7 @@ class Tokenizer:
             for m in self._special_re.finditer(text):
                 start, token = m.start(), m.group()
                 if token in self.lstrip_tokens:
-                    while start > pos and text[start - 1] in WHITESPACE:
+                    while start > pos and text[start - 1] in bpe.WHITESPACE:
                         start -= 1
                 if start > pos:
                     yield pos, start, None
@@ -165,7 +139,7 @@ class Tokenizer:
         if self.add_prefix_space and segment and not segment.startswith(" "):
             segment = " " + segment
         cache, ids = self._cache, []
-        for word in PRETOKENIZE_RE.findall(segment):    # one regex pass over the whole segment
+        for word in bpe.PRETOKENIZE_RE.findall(segment):    # one regex pass over the whole segment
             ids += cache.get(word) or self._bpe(word)    # cached ids are non-empty tuples, so `or` is safe
         return ids
 
@@ -176,7 +150,8 @@ class Tokenizer:
         `apply_merges` (bpe.py) is the fast form, O(L log L) for L bytes: a heap of candidate merges
         over a linked list of symbols. `_bpe_reference` below is the readable O(L^2) form; both
         give the same ids (tests/test_bpe.py checks it)."""
-        ids = tuple(apply_merges([self._byte_ids[b] for b in word.encode("utf-8")], self._merges))
+        symbols = [self._byte_ids[b] for b in word.encode("utf-8")]   # step 3: (L,) one symbol id per byte
+        ids = tuple(bpe.apply_merges(symbols, self._merges))          # step 4
         self._remember(word, ids)
         return ids
 
@@ -184,8 +159,8 @@ class Tokenizer:
         """Steps 3-4 the readable way: merge the lowest-ranked pair everywhere, rescan, repeat.
 
         With `steps`, each merge appends (left id, right id, rank, ids after). Never cached."""
-        return tuple(apply_merges_reference([self._byte_ids[b] for b in word.encode("utf-8")], self._merges,
-                                            steps))
+        symbols = [self._byte_ids[b] for b in word.encode("utf-8")]
+        return tuple(bpe.apply_merges_reference(symbols, self._merges, steps))
 
     def _remember(self, word: str, ids: tuple[int, ...]) -> None:
         """Keep `word -> ids` in the cache if it fits in `cache_bytes`.
@@ -264,7 +239,7 @@ class Tokenizer:
             segment, shift = text[start:end], start
             if self.add_prefix_space and not segment.startswith(" "):
                 segment, shift = " " + segment, start - 1   # the added space has no place in `text`
-            for m in PRETOKENIZE_RE.finditer(segment):
+            for m in bpe.PRETOKENIZE_RE.finditer(segment):
                 word = m.group()
                 word_ids = self._cache.get(word) or self._bpe(word)
                 char_of_byte = [c for c, ch in enumerate(word) for _ in range(len(ch.encode("utf-8")))]
@@ -447,7 +422,7 @@ class Tokenizer:
             prefixed = self.add_prefix_space and not segment.startswith(" ")
             segment = " " + segment if prefixed else segment
             words = []
-            for word in PRETOKENIZE_RE.findall(segment):
+            for word in bpe.PRETOKENIZE_RE.findall(segment):
                 steps: list[tuple[int, int, int, list[int]]] = []
                 word_ids = list(self._bpe_reference(word, steps))
                 merges = [MergeStep((name[a], name[b]), rank, [name[i] for i in after]) for a, b, rank, after in steps]
@@ -490,37 +465,13 @@ class Tokenizer:
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
-            vocab = _read_json(vocab_file)
-            if not isinstance(vocab, dict):
-                raise TokenizerError(f"{vocab_file}: expected a JSON object token -> id, "
-                                     f"got {type(vocab).__name__}")
-            try:
-                with open(merges_file, encoding="utf-8") as f:
-                    lines = f.read().split("\n")
-            except FileNotFoundError:
-                raise TokenizerError(f"merges file not found: {merges_file}") from None
-            except UnicodeDecodeError as e:
-                raise TokenizerError(f"{merges_file}: not UTF-8 ({e})") from None
-            # "#version: 0.2" first, then one "left right" per line; blank lines (the last one) are skipped
-            first = 1 if lines[0].startswith("#version") else 0
-            body = [line for line in lines[first:] if line]
-
-            def where(k: int) -> str:          # "file line n" for merge k; only needed for an error
-                numbers = [n for n, line in enumerate(lines[first:], first + 1) if line]
-                return f"{merges_file} line {numbers[k]}"
-
-            # Split all lines at once (in C): valid when every line has exactly one space, and no
-            # symbol is empty.
-            parts = " ".join(body).split(" ") if body else []
-            if set(map(str.count, body, repeat(" "))) - {1} or "" in parts:
-                k = next(k for k, line in enumerate(body) if line.count(" ") != 1 or "" in line.split(" "))
-                raise TokenizerError(f"{where(k)}: expected two symbols separated by one space, got {body[k]!r}")
-            merges = list(zip(parts[0::2], parts[1::2]))
+            vocab = bpe.read_vocab(vocab_file)
+            merges, where = bpe.read_merges(merges_file)
             try:
                 return cls(vocab, merges, _where=where, **kwargs)
             except TokenizerError:
-                if not _ids_are_a_range(vocab):    # a token written twice leaves a hole in the ids:
-                    _read_json(vocab_file, no_duplicates=True)   # name it, if that is what happened
+                if not bpe.ids_are_a_range(vocab):     # a token written twice leaves a hole in the ids:
+                    bpe.read_json(vocab_file, no_duplicates=True)   # name it, if that is what happened
                 raise
         finally:
             if gc_was_enabled:
@@ -548,7 +499,7 @@ class Tokenizer:
         write_text_atomic(os.path.join(directory, "merges.txt"), "#version: 0.2\n" + merges)
         if self.model_max_length is not None:
             path = os.path.join(directory, "tokenizer_config.json")
-            config = _read_json(path) if os.path.isfile(path) else {}
+            config = bpe.read_json(path) if os.path.isfile(path) else {}
             if not isinstance(config, dict):
                 raise TokenizerError(f"{path}: expected a JSON object; move the file away, then save again")
             config["model_max_length"] = self.model_max_length
@@ -628,7 +579,7 @@ class Explanation:
 
 
 # -------------------------------------------------------------------------------------------------
-# Checking input and files. The happy path above calls these only to name a problem.
+# Checking input, and the model's length limit in a folder.
 def _surrogate_error(text: str) -> TokenizerError:
     """The error for text holding a lone surrogate (a str that has no UTF-8 form)."""
     pos = next(i for i, ch in enumerate(text) if "\ud800" <= ch <= "\udfff")
@@ -646,25 +597,6 @@ def _as_list(texts: object, name: str) -> list:
         raise TokenizerError(f"{name}: expected a str or a sequence of str, got {type(texts).__name__}") from None
 
 
-def _read_json(path: str, no_duplicates: bool = False) -> object:
-    """Parse a JSON file; with no_duplicates, a key that appears twice in an object is an error."""
-    def check_pairs(pairs: list[tuple[str, object]]) -> dict:
-        seen: dict = {}
-        for key, value in pairs:
-            if key in seen:
-                raise TokenizerError(f"{path}: token {key!r} appears twice (ids {seen[key]} and {value})")
-            seen[key] = value
-        return seen
-
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f, object_pairs_hook=check_pairs if no_duplicates else None)
-    except FileNotFoundError:
-        raise TokenizerError(f"vocab file not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise TokenizerError(f"{path}: not valid JSON ({e})") from None
-
-
 _NO_LIMIT = 1 << 60   # transformers writes int(1e30) as model_max_length when it knows no limit
 
 
@@ -676,7 +608,7 @@ def read_model_max_length(folder: str | os.PathLike) -> int | None:
         path = os.path.join(folder, name)
         if not os.path.isfile(path):
             continue
-        config = _read_json(path)
+        config = bpe.read_json(path)
         value = config.get(key) if isinstance(config, dict) else None
         if value is None or (type(value) is int and value >= _NO_LIMIT):
             continue
@@ -687,55 +619,13 @@ def read_model_max_length(folder: str | os.PathLike) -> int | None:
     return None
 
 
-def _ids_are_a_range(vocab: dict) -> bool:
-    """True when the vocab's ids are exactly 0..V-1, each once (the bulk check; C speed)."""
-    ids = list(vocab.values())
-    return all(type(i) is int for i in ids) and sorted(ids) == list(range(len(ids)))
-
-
-def _diagnose_vocab(vocab: dict) -> None:
-    """Raise a TokenizerError naming the first bad entry of a vocab that failed the bulk check."""
-    owner: dict[int, str] = {}
-    for token, i in vocab.items():
-        if not isinstance(token, str) or type(i) is not int:
-            raise TokenizerError(f"vocab entry {token!r}: {i!r} must map a string to an int")
-        if not 0 <= i < len(vocab):
-            raise TokenizerError(f"vocab entry {token!r} has id {i}, outside 0..{len(vocab) - 1} "
-                                 f"(ids must be exactly 0..V-1 for a vocab of {len(vocab)})")
-        if i in owner:
-            raise TokenizerError(f"vocab: id {i} is used twice, by {owner[i]!r} and {token!r}")
-        owner[i] = token
-    raise AssertionError("unreachable: the vocab passed every check")
-
-
-def _diagnose_merges(vocab: dict, merges: list, where: Callable[[int], str] | None) -> None:
-    """Raise a TokenizerError naming the first bad merge (and where it is) of a list that failed."""
-    where = where or (lambda k: f"merge {k + 1}")
-    seen: dict[tuple[str, str], int] = {}
-    for rank, pair in enumerate(merges):
-        if len(pair) != 2 or not all(isinstance(p, str) for p in pair):
-            raise TokenizerError(f"{where(rank)}: {pair!r} is not a pair of symbols")
-        a, b = pair
-        unknown = [p for p in pair if p not in vocab]
-        if unknown:
-            raise TokenizerError(f"{where(rank)}: '{a} {b}' has a part that is not in the vocab: {unknown}")
-        if a + b not in vocab:
-            raise TokenizerError(f"{where(rank)}: '{a} {b}' makes {a + b!r}, which is not in the vocab")
-        if pair in seen:
-            raise TokenizerError(f"{where(rank)}: '{a} {b}' repeats {where(seen[pair])}")
-        seen[pair] = rank
-    raise AssertionError("unreachable: the merges passed every check")
-
-
 __all__ = ["PRETOKENIZE_PATTERN", "SPECIAL_TOKENS", "Explanation", "Tokenizer", "TokenizerError",
            "bytes_to_unicode", "read_model_max_length"]
 
 
 if __name__ == "__main__":
-    # python -m minibort.tokenizer [folder or repo id]   (default: the embedded bort-tiny)
-    from pathlib import Path
-
-    source = sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "weights" / "bort-tiny"
+    # python -m minibort.tokenizer [model name, folder or hub id]   (default: the embedded bort-tiny)
+    source = sys.argv[1] if len(sys.argv) > 1 else "bort-tiny"
     print(Tokenizer.from_pretrained(source).explain("Hello world"))
 # python -m minibort.tokenizer prints (bort-tiny's 4096-token vocabulary, learned from Python's own docs,
 # so "Hello" is not one token here as it is in RoBERTa's):

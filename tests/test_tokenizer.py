@@ -341,11 +341,13 @@ def test_from_pretrained_repo_id_goes_through_the_hub(monkeypatch, tmp_path, sma
     small.save_pretrained(tmp_path)
     asked = []
 
-    def fake_resolve_file(path_or_repo_id: str, filename: str, revision: str = "main") -> str:
-        asked.append((path_or_repo_id, filename, revision))
+    def fake_download(repo_id: str, filename: str, revision: str = "main", **kwargs) -> str:
+        asked.append((repo_id, filename, revision))
+        if not (tmp_path / filename).is_file():
+            raise minibort.hub.HubError(f"{filename} is not in the fake repository")
         return str(tmp_path / filename)
 
-    monkeypatch.setattr(minibort.hub, "resolve_file", fake_resolve_file)
+    monkeypatch.setattr(minibort.hub, "hf_hub_download", fake_download)
     tok = Tokenizer.from_pretrained("someone/some-model", revision="v1")
-    assert asked == [("someone/some-model", "vocab.json", "v1"), ("someone/some-model", "merges.txt", "v1")]
+    assert asked[:2] == [("someone/some-model", "vocab.json", "v1"), ("someone/some-model", "merges.txt", "v1")]
     assert tok.encode(TRAINING_TEXT) == small.encode(TRAINING_TEXT)
