@@ -1,27 +1,30 @@
-"""Masked-LM pretraining of a small Bort with minibort itself.
+"""Masked-LM pretraining of a small Bort with minibort itself: the MLM recipe on `minibort.trainer`.
 
     python -m minibort.pretrain --out /tmp/run --steps 1500        # corpus, vocabulary, training
     python -m minibort.pretrain --help                             # every PretrainConfig field
 
 What one run does, in order:
 
-1. the corpus (`minibort.corpus`: the stdlib's documentation and docstrings), built into `--corpus`
-   unless it is already there;
-2. a byte-level BPE vocabulary trained on its training split by `minibort.train_bpe` (or `--tokenizer`);
+1. the corpus: `--corpus DIR` is either minibort's (`minibort.corpus`: the stdlib's documentation and
+   docstrings; corpus.json + train.txt + heldout.txt, built there when DIR is missing or empty) or
+   your own text, train.txt and heldout.txt without corpus.json (`CORPUS_LAYOUT` below), read as it is;
+   a folder holding anything else is refused, so minibort never writes over your files;
+2. a byte-level BPE vocabulary trained on its training split by `minibort.bpe_train` (or `--tokenizer`);
 3. every paragraph encoded once (cached in `--out`) and packed into sequences `<s> p1 </s> p2 </s> ...`
    of at most `seq_len` tokens, whole paragraphs where they fit, never across documents;
-4. training: each batch is BERT-masked (15 % of the non-special tokens; of those 80 % -> <mask>,
-   10 % -> a random token, 10 % unchanged), padded only to its longest sequence, and fed to
-   `BortForMaskedLM.loss_and_grads`; AdamW with linear warm-up and decay, global-norm clipping;
-   optionally a teacher's logits at the masked positions give Bort's distillation term
-   (`--teacher DIR`: 0.1 MLM + 0.5 T^2 KL, T = 2);
+4. training (`mlm_trainer` -> `minibort.trainer.Trainer`): each batch is BERT-masked (15 % of the
+   non-special tokens; of those 80 % -> <mask>, 10 % -> a random token, 10 % unchanged), padded only
+   to its longest sequence, and fed to `BortForMaskedLM.loss_and_grads`; AdamW with linear warm-up
+   and decay, global-norm clipping; optionally a teacher's logits at the masked positions give Bort's
+   distillation term (`--teacher DIR`: 0.1 MLM + 0.5 T^2 KL, T = 2);
 5. evaluation every `eval_every` steps on the held-out split with masks drawn ONCE from `eval_seed`:
    masked-token accuracy and perplexity exp(mean cross-entropy), beside two baselines (the most
    frequent training token; a unigram model's perplexity);
-6. a checkpoint every `checkpoint_every` steps, written atomically (one .npz holding the parameters,
-   the optimizer and schedule state, both random generators' states, the step and the data position),
-   from which a stopped run resumes to exactly the parameters an uninterrupted run reaches.
-   Ctrl-C (or SIGTERM) finishes the current step, writes the checkpoint and exits.
+6. a checkpoint every `checkpoint_every` steps (the trainer's: parameters, optimizer and schedule,
+   both generators, the data position), from which a stopped run resumes to exactly the parameters an
+   uninterrupted run reaches. A resume compares the settings and the content digests of the data
+   and tokenizer; Ctrl-C (or SIGTERM) finishes the current step, writes the checkpoint and exits.
+   `--out` is locked while a run uses it.
 
 At the end `--out/model/` holds config.json, model.safetensors, vocab.json, merges.txt,
 heldout_eval.npz (the fixed held-out masks) and training.json (the record: corpus checksum, Python
@@ -30,35 +33,39 @@ version, command line, steps, wall time, loss curve, evaluations, baselines).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
 import math
 import os
-import signal
 import sys
 import time
-import types
-import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
+from ._files import savez_atomic, write_bytes_atomic, write_text_atomic
 from .config import BortConfig
 from .model import BortForMaskedLM
-from .optim import (
-    AdamW,
-    Scheduler,
-    check_finite,
-    clip_grad_norm,
-    linear_warmup_decay,
-    no_decay_layernorm_and_bias,
+from .optim import AdamW, Scheduler, linear_warmup_decay, no_decay_layernorm_and_bias
+from .trainer import (
+    Trainer,
+    TrainingError,
+    content_digest,
+    option,
+    parse_config,
+    run_lock,
+    shuffled_batches,
 )
+from .trainer import build_parser as _parser_for
 
+CORPUS_LAYOUT = """\
+Your own corpus: a folder with train.txt and heldout.txt (UTF-8), one paragraph per line and a blank
+line between documents (a sequence never spans two documents), and no corpus.json. Pass it with
+--corpus DIR; minibort only reads it. A missing or empty --corpus folder gets minibort's stdlib corpus."""
 
-def _f(default, help: str):
-    return field(default=default, metadata={"help": help})
+# The fields that are the model's: they carry BortConfig's names, so `model_config` takes them by name.
+_MODEL_FIELDS = frozenset(f.name for f in dataclasses.fields(BortConfig))
 
 
 @dataclass
@@ -66,86 +73,103 @@ class PretrainConfig:
     """Everything a pretraining run depends on. Model fields carry BortConfig's names."""
 
     # data
-    corpus: str = _f("", "corpus folder from `python -m minibort.corpus` (built there if missing; "
-                         "default: OUT/corpus)")
-    tokenizer: str = _f("", "folder with vocab.json + merges.txt (default: train BPE into OUT/tokenizer)")
-    init: str = _f("", "start from this model folder's weights instead of a random initialisation "
-                       "(e.g. weights/bort-tiny); its own tokenizer is used and the shape flags must match it")
-    out: str = _f("runs/bort-tiny", "output folder: checkpoint, token cache, final model")
-    seq_len: int = _f(128, "tokens per sequence, <s> and </s> included")
+    corpus: str = option("", "corpus folder: minibort's (built there if missing or empty) or your own "
+                             "train.txt + heldout.txt (see below); default: OUT/corpus")
+    tokenizer: str = option("", "folder with vocab.json + merges.txt (default: train BPE into OUT/tokenizer)")
+    init: str = option("", "start from this model folder's weights instead of a random initialisation "
+                           "(e.g. weights/bort-tiny); its own tokenizer is used and the shape flags must "
+                           "match it")
+    out: str = option("runs/bort-tiny", "output folder: checkpoint, token cache, final model")
+    seq_len: int = option(128, "tokens per sequence, <s> and </s> included")
     # model (Bort's shape scaled down: 4 layers, 8 heads, FFN = 3/4 of the width)
-    vocab_size: int = _f(4096, "BPE vocabulary size when training one")
-    hidden_size: int = _f(256, "model width H")
-    num_hidden_layers: int = _f(4, "encoder blocks")
-    num_attention_heads: int = _f(8, "attention heads")
-    intermediate_size: int = _f(192, "FFN width I")
-    max_position_embeddings: int = _f(128, "position table size (>= seq_len)")
+    vocab_size: int = option(4096, "BPE vocabulary size when training one")
+    hidden_size: int = option(256, "model width H")
+    num_hidden_layers: int = option(4, "encoder blocks")
+    num_attention_heads: int = option(8, "attention heads")
+    intermediate_size: int = option(192, "FFN width I")
+    max_position_embeddings: int = option(128, "position table size (>= seq_len)")
     # No dropout by default: over bort-tiny's 4000 steps (each sequence seen ~27 times) its held-out
     # perplexity kept falling, and short probes did better without (Bort itself uses 0.1).
-    hidden_dropout_prob: float = _f(0.0, "dropout after embeddings, attention output and FFN")
-    attention_probs_dropout_prob: float = _f(0.0, "dropout on attention probabilities")
+    hidden_dropout_prob: float = option(0.0, "dropout after embeddings, attention output and FFN")
+    attention_probs_dropout_prob: float = option(0.0, "dropout on attention probabilities")
     # optimisation
-    steps: int = _f(4000, "optimizer steps (bort-tiny: 4000, ~40 min on 2 cores)")
-    batch_size: int = _f(32, "sequences per step")
-    lr: float = _f(2e-3, "peak learning rate")
-    warmup: float = _f(0.1, "share of the steps spent warming up linearly from 0")
-    weight_decay: float = _f(0.01, "AdamW decoupled weight decay (none on LayerNorm and biases)")
-    beta1: float = _f(0.9, "AdamW beta1")
-    beta2: float = _f(0.98, "AdamW beta2")
-    eps: float = _f(1e-6, "AdamW epsilon")
-    clip: float = _f(1.0, "global gradient-norm clip (0: off)")
-    mask_prob: float = _f(0.15, "share of non-special tokens selected for prediction")
-    seed: int = _f(0, "seed of the initialisation, data order, masking and dropout")
+    steps: int = option(4000, "optimizer steps (bort-tiny: 4000, ~40 min on 2 cores)")
+    batch_size: int = option(32, "sequences per step")
+    lr: float = option(2e-3, "peak learning rate")
+    warmup: float = option(0.1, "share of the steps spent warming up linearly from 0")
+    weight_decay: float = option(0.01, "AdamW decoupled weight decay (none on LayerNorm and biases)")
+    beta1: float = option(0.9, "AdamW beta1")
+    beta2: float = option(0.98, "AdamW beta2")
+    eps: float = option(1e-6, "AdamW epsilon")
+    clip: float = option(1.0, "global gradient-norm clip (0: off)")
+    mask_prob: float = option(0.15, "share of non-special tokens selected for prediction")
+    seed: int = option(0, "seed of the initialisation, data order, masking and dropout")
     # distillation
-    teacher: str = _f("", "teacher BortForMaskedLM folder (same vocabulary): adds the KD term")
-    mlm_weight: float | None = _f(None, "weight of the MLM loss (default 1.0, or 0.1 with a teacher)")
-    distill_weight: float = _f(0.5, "weight of the T^2 KL distillation term (with --teacher)")
-    temperature: float = _f(2.0, "distillation temperature T")
+    teacher: str = option("", "teacher BortForMaskedLM folder (same vocabulary): adds the KD term")
+    mlm_weight: float | None = option(None, "weight of the MLM loss (default 1.0, or 0.1 with a teacher)")
+    distill_weight: float = option(0.5, "weight of the T^2 KL distillation term (with --teacher)")
+    temperature: float = option(2.0, "distillation temperature T")
     # evaluation, checkpoints
-    eval_every: int = _f(100, "evaluate on the held-out masks every N steps (0: only at the end)")
-    eval_seed: int = _f(1234, "seed of the held-out masks, drawn once")
-    eval_batch_size: int = _f(64, "sequences per evaluation forward")
-    checkpoint_every: int = _f(100, "write the checkpoint every N steps (0: only when stopping)")
-    resume: bool = _f(True, "continue from OUT/checkpoint.npz if it exists")
-    stop_after: int = _f(0, "stop (checkpoint and exit, as if interrupted) after N steps in this "
-                            "invocation (0: run to the end)")
-    progress: bool = _f(True, "show a tqdm progress bar")
-    ship: str = _f("", "also export the final model into this folder (e.g. weights/bort-tiny)")
-    ship_dtype: str = _f("float16", "dtype of the exported weights")
+    eval_every: int = option(100, "evaluate on the held-out masks every N steps (0: only at the end)")
+    eval_seed: int = option(1234, "seed of the held-out masks, drawn once")
+    eval_batch_size: int = option(64, "sequences per evaluation forward")
+    checkpoint_every: int = option(100, "write the checkpoint every N steps (0: only when stopping)")
+    resume: bool = option(True, "continue from OUT/checkpoint.npz if it exists")
+    stop_after: int = option(0, "stop (checkpoint and exit, as if interrupted) after N steps in this "
+                                "invocation (0: run to the end)")
+    progress: bool = option(True, "show a tqdm progress bar")
+    ship: str = option("", "also export the final model into this folder (e.g. weights/bort-tiny)")
+    ship_dtype: str = option("float16", "dtype of the exported weights (float16 or float32)")
+
+    def __post_init__(self) -> None:
+        """Refuse values no run can use, naming the flag (the model's shape is checked by BortConfig)."""
+        positive = ("steps", "batch_size", "eval_batch_size", "lr", "temperature")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                why = " (0 steps would export an untrained model)" if name == "steps" else ""
+                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}{why}")
+        for name in ("eval_every", "checkpoint_every", "stop_after", "clip", "weight_decay", "distill_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(self, name)}")
+        for name, lo, hi in (("warmup", 0.0, 1.0), ("beta1", 0.0, 0.999999), ("beta2", 0.0, 0.999999)):
+            if not lo <= getattr(self, name) <= hi:
+                raise ValueError(f"--{name} must be in [{lo:g}, {hi:g}], got {getattr(self, name)}")
+        if not 0.0 < self.mask_prob < 1.0:
+            raise ValueError(f"--mask-prob must be in (0, 1), got {self.mask_prob}")
+        if self.ship_dtype not in ("float16", "float32"):
+            raise ValueError(f"--ship-dtype must be float16 or float32, got {self.ship_dtype!r}")
+        if not 3 <= self.seq_len <= self.max_position_embeddings:
+            raise ValueError(f"--seq-len must be in [3, --max-position-embeddings = "
+                             f"{self.max_position_embeddings}], got {self.seq_len}")
+        self.model_config(self.vocab_size, 1)                  # BortConfig names any bad shape value
 
     def model_config(self, vocab_size: int, pad_token_id: int) -> BortConfig:
-        return BortConfig(
-            vocab_size=vocab_size, hidden_size=self.hidden_size, num_hidden_layers=self.num_hidden_layers,
-            num_attention_heads=self.num_attention_heads, intermediate_size=self.intermediate_size,
-            max_position_embeddings=self.max_position_embeddings,
-            hidden_dropout_prob=self.hidden_dropout_prob,
-            attention_probs_dropout_prob=self.attention_probs_dropout_prob, pad_token_id=pad_token_id)
+        """The BortConfig of the model trained: this config's model fields, taken by their names,
+        with the tokenizer's vocabulary size and padding id."""
+        shape = {k: v for k, v in dataclasses.asdict(self).items() if k in _MODEL_FIELDS}
+        return BortConfig(**{**shape, "vocab_size": vocab_size, "pad_token_id": pad_token_id})
 
 
-# ------------------------------------------------------------------------------------ command line
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """One flag per PretrainConfig field, its type, default and help taken from the dataclass."""
-    ap = argparse.ArgumentParser(prog="python -m minibort.pretrain",
-                                 description="Masked-LM pretraining of a small Bort on the stdlib corpus.",
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    hints = typing.get_type_hints(PretrainConfig)
-    for f in dataclasses.fields(PretrainConfig):
-        t = hints[f.name]
-        flag = "--" + f.name.replace("_", "-")
-        if isinstance(t, types.UnionType) or typing.get_origin(t) is typing.Union:
-            t = next(a for a in typing.get_args(t) if a is not type(None))
-        if t is bool:
-            ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
-                            help=f.metadata["help"])
-        else:
-            ap.add_argument(flag, type=t, default=f.default, help=f.metadata["help"])
-    return ap
+# Settings that may change between a stop and a resume without changing the result. Paths are among
+# them: the data, tokenizer, teacher and initial weights behind them are compared by content digest.
+RESUMABLE_CHANGES = ("stop_after", "progress", "resume", "ship", "ship_dtype", "eval_batch_size",
+                     "checkpoint_every", "corpus", "tokenizer", "out", "teacher", "init")
+PATH_FIELDS = ("corpus", "tokenizer", "init", "out", "teacher", "ship")
 
 
 def config_from_args(argv: list[str] | None = None) -> PretrainConfig:
-    return PretrainConfig(**vars(build_parser().parse_args(argv)))
+    """Command-line flags -> PretrainConfig; a bad value prints `error: ...` and exits with status 2."""
+    return parse_config(PretrainConfig, argv, **_PARSER)
+
+
+def build_parser():
+    """The argparse parser of `python -m minibort.pretrain`: one flag per PretrainConfig field."""
+    return _parser_for(PretrainConfig, **_PARSER)
+
+
+_PARSER = {"prog": "python -m minibort.pretrain",
+           "description": "Masked-LM pretraining of a small Bort on the stdlib corpus or your own text.",
+           "epilog": CORPUS_LAYOUT}
 
 
 # ------------------------------------------------------------------------------------ data
@@ -167,10 +191,9 @@ class Specials:
 
 
 def specials_of(tok) -> Specials:
-    unk = getattr(tok, "unk_token_id", 3)
-    return Specials(bos=getattr(tok, "bos_token_id", 0), eos=getattr(tok, "eos_token_id", 2),
-                    pad=tok.pad_token_id, mask=tok.mask_token_id, vocab_size=tok.vocab_size,
-                    others=(unk,) if unk is not None else ())
+    """The Specials of a Tokenizer (every id in its `all_special_ids` is special)."""
+    return Specials(bos=tok.bos_token_id, eos=tok.eos_token_id, pad=tok.pad_token_id, mask=tok.mask_token_id,
+                    vocab_size=tok.vocab_size, others=tuple(sorted(tok.all_special_ids)))
 
 
 def pack(documents: list[list[np.ndarray]], seq_len: int, sp: Specials) -> np.ndarray:
@@ -246,11 +269,11 @@ def heldout_eval_set(seqs: np.ndarray, sp: Specials, seed: int, mask_prob: float
 def evaluate(model: BortForMaskedLM, ev: dict, batch_size: int = 64) -> dict:
     """Masked-token accuracy, perplexity exp(mean CE) and the mean loss on the held-out masks.
 
-    Dropout is off; the model's own generator is left untouched, so evaluating mid-run does not
-    change the training that follows.
+    Runs in eval mode (no dropout) and leaves the model in the mode it found; switching modes only
+    flips a flag, so evaluating mid-run does not change the training that follows.
     """
     was_training = model.training
-    model.training = False
+    model.eval()
     correct, nll, n = 0, 0.0, 0
     try:
         for i in range(0, len(ev["input_ids"]), batch_size):
@@ -268,7 +291,7 @@ def evaluate(model: BortForMaskedLM, ev: dict, batch_size: int = 64) -> dict:
             correct += int((logits.argmax(axis=1) == y).sum())
             n += len(y)
     finally:
-        model.training = was_training
+        model.train(was_training)
     loss = nll / max(n, 1)
     return {"accuracy": correct / max(n, 1), "perplexity": math.exp(loss), "loss": loss, "masked_tokens": n}
 
@@ -292,19 +315,64 @@ def baselines(train_seqs: np.ndarray, ev: dict, sp: Specials) -> dict:
                         "expected_sampling_accuracy": float(p[y].mean())}}
 
 
-def load_corpus_tokens(cfg: PretrainConfig, tok) -> tuple[dict, list, list]:
-    """Corpus record and the two splits encoded as documents of paragraph id arrays (cached)."""
+# ------------------------------------------------------------------------------------ corpus, tokens
+
+
+def corpus_folder(cfg: PretrainConfig) -> tuple[str, dict]:
+    """The corpus a run reads -> (folder, record with the sha256 of its two splits).
+
+    minibort's corpus (corpus.json present) is read; a folder with the user's train.txt and
+    heldout.txt (no corpus.json) is read as the user's corpus; a missing or empty folder gets
+    minibort's corpus built into it; any other folder is refused: minibort never writes over it.
+    """
     from . import corpus as C
     cdir = cfg.corpus or os.path.join(cfg.out, "corpus")
-    if not os.path.exists(os.path.join(cdir, "corpus.json")):
-        C.build(cdir)
-    with open(os.path.join(cdir, "corpus.json"), encoding="utf-8") as f:
-        record = json.load(f)
-    key = hashlib.sha256((record["sha256"] + _tokenizer_digest(tok)).encode()).hexdigest()[:16]
+    record_path = os.path.join(cdir, "corpus.json")
+    if os.path.exists(record_path):
+        with open(record_path, encoding="utf-8") as f:
+            return cdir, json.load(f)
+    present = sorted(os.listdir(cdir)) if os.path.isdir(cdir) else []
+    if "train.txt" in present and "heldout.txt" in present:
+        return cdir, user_corpus_record(cdir)
+    if present:
+        raise TrainingError(f"--corpus {cdir} holds {', '.join(present[:5])}{', ...' if len(present) > 5 else ''} "
+                            f"but not a corpus minibort can read, and minibort does not write into a folder "
+                            f"of other files. {CORPUS_LAYOUT.replace(chr(10), ' ')}")
+    print(f"building minibort's stdlib corpus into {cdir}", flush=True)
+    return cdir, C.build(cdir)
+
+
+def user_corpus_record(cdir: str) -> dict:
+    """What corpus.json says of minibort's corpus, computed from the user's train.txt and heldout.txt."""
+    from . import corpus as C
+    digest = hashlib.sha256()
+    record: dict = {"source": "user files", "python_version": None, "files": {}}
+    for fname in ("train.txt", "heldout.txt"):
+        path = os.path.join(cdir, fname)
+        with open(path, "rb") as f:
+            data = f.read()
+        try:
+            docs = C.read_split(path)
+        except UnicodeDecodeError as e:
+            raise TrainingError(f"{path} is not UTF-8 text ({e}); save it as UTF-8") from None
+        if not docs:
+            raise TrainingError(f"{path} holds no text. {CORPUS_LAYOUT.replace(chr(10), ' ')}")
+        digest.update(fname.encode() + b"\0" + data)
+        record["files"][fname] = {"documents": len(docs), "paragraphs": sum(len(d) for d in docs),
+                                  "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    record["sha256"] = digest.hexdigest()
+    return record
+
+
+def load_corpus_tokens(cfg: PretrainConfig, tok) -> tuple[dict, list, list]:
+    """Corpus record and the two splits encoded as documents of paragraph id arrays (cached in OUT)."""
+    from . import corpus as C
+    cdir, record = corpus_folder(cfg)
+    key = hashlib.sha256((record["sha256"] + tokenizer_digest(tok)).encode()).hexdigest()[:16]
     cache = os.path.join(cfg.out, f"tokens-{key}.npz")
     if os.path.exists(cache):
-        z = np.load(cache)
-        splits = {s: _unflatten(z[f"{s}_ids"], z[f"{s}_para"], z[f"{s}_doc"]) for s in ("train", "heldout")}
+        with np.load(cache) as z:
+            splits = {s: _unflatten(z[f"{s}_ids"], z[f"{s}_para"], z[f"{s}_doc"]) for s in ("train", "heldout")}
     else:
         splits, arrays = {}, {}
         for s in ("train", "heldout"):
@@ -312,11 +380,12 @@ def load_corpus_tokens(cfg: PretrainConfig, tok) -> tuple[dict, list, list]:
             splits[s] = [[np.array(tok.encode(p, add_special_tokens=False), dtype=np.int32) for p in d]
                          for d in docs]
             arrays.update(zip((f"{s}_ids", f"{s}_para", f"{s}_doc"), _flatten(splits[s])))
-        _savez_atomic(cache, arrays)
+        savez_atomic(cache, arrays)
     return record, splits["train"], splits["heldout"]
 
 
-def _tokenizer_digest(tok) -> str:
+def tokenizer_digest(tok) -> str:
+    """sha256 of what every id decodes to: equal for tokenizers that encode alike, wherever they live."""
     h = hashlib.sha256()
     for i in range(tok.vocab_size):
         h.update(repr(tok.decode([i])).encode())
@@ -340,6 +409,7 @@ def _unflatten(ids, para_len, doc_len):
 
 def get_tokenizer(cfg: PretrainConfig):
     """--init's own tokenizer, or --tokenizer, or a vocabulary already in OUT/tokenizer, or train one there."""
+    from . import corpus as C
     from .bpe_train import train_bpe
     from .tokenizer import Tokenizer
     if cfg.init:
@@ -352,10 +422,7 @@ def get_tokenizer(cfg: PretrainConfig):
     tdir = os.path.join(cfg.out, "tokenizer")
     if os.path.exists(os.path.join(tdir, "merges.txt")):
         return Tokenizer.from_pretrained(tdir)
-    from . import corpus as C
-    cdir = cfg.corpus or os.path.join(cfg.out, "corpus")
-    if not os.path.exists(os.path.join(cdir, "corpus.json")):
-        C.build(cdir)
+    cdir, _record = corpus_folder(cfg)
     texts = [p for d in C.read_split(os.path.join(cdir, "train.txt")) for p in d]
     t0 = time.time()
     tok = train_bpe(texts, cfg.vocab_size, out_dir=tdir)
@@ -388,47 +455,26 @@ def initial_model(cfg: PretrainConfig, vocab_size: int, pad_token_id: int) -> tu
     return model, record
 
 
-# ------------------------------------------------------------------------------------ the trainer
+# ------------------------------------------------------------------------------------ the recipe
 
 
-class Trainer:
-    """The training state and loop. Everything that decides the next step lives in `state`,
-    the model's parameters, the optimizer and the two generators, and all of it is checkpointed."""
+class MaskedLMStep:
+    """The recipe's step for `Trainer`: rows of the packed sequences -> (loss, grads, tokens).
 
-    def __init__(self, cfg: PretrainConfig, train_seqs: np.ndarray, eval_set: dict, sp: Specials,
-                 model: BortForMaskedLM | None = None, teacher: BortForMaskedLM | None = None):
-        self.cfg, self.train_seqs, self.eval_set, self.sp = cfg, train_seqs, eval_set, sp
-        if len(train_seqs) < cfg.batch_size:
-            raise ValueError(f"{len(train_seqs)} training sequences, fewer than one batch of {cfg.batch_size}")
-        self.model = model or BortForMaskedLM(cfg.model_config(sp.vocab_size, sp.pad), seed=cfg.seed)
-        self.model.train(seed=cfg.seed + 1)                          # dropout generator
-        self.teacher = teacher
-        self.opt = AdamW(self.model.params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
-                         weight_decay=cfg.weight_decay, no_decay=no_decay_layernorm_and_bias)
-        self.sched = Scheduler(self.opt, linear_warmup_decay(int(cfg.warmup * cfg.steps), cfg.steps))
+    Trims the batch to its longest row, BERT-masks it with its own generator (`mask_rng`, which the
+    trainer checkpoints), asks the teacher for its logits at the masked positions, and returns the
+    student's `loss_and_grads`.
+    """
+
+    def __init__(self, model: BortForMaskedLM, train_seqs: np.ndarray, sp: Specials, cfg: PretrainConfig,
+                 teacher: BortForMaskedLM | None = None):
+        self.model, self.train_seqs, self.sp, self.cfg, self.teacher = model, train_seqs, sp, cfg, teacher
         self.mask_rng = np.random.default_rng([cfg.seed, 2])
-        self.state = {"step": 0, "epoch": 0, "cursor": 0, "tokens": 0, "wall_time": 0.0,
-                      "losses": [], "grad_norms": [], "lrs": [], "evals": []}
         self.mlm_weight = cfg.mlm_weight if cfg.mlm_weight is not None else (0.1 if teacher else 1.0)
 
-    # -------------------------------------------------------------- data order
-    def _order(self, epoch: int) -> np.ndarray:
-        """The permutation of the training sequences in `epoch`: a function of (seed, epoch) only."""
-        return np.random.default_rng([self.cfg.seed, 3, epoch]).permutation(len(self.train_seqs))
-
-    def next_batch(self) -> np.ndarray:
-        s, B = self.state, self.cfg.batch_size
-        if s["cursor"] + B > len(self.train_seqs):                  # drop the last partial batch
-            s["epoch"] += 1
-            s["cursor"] = 0
-        idx = self._order(s["epoch"])[s["cursor"]:s["cursor"] + B]
-        s["cursor"] += B
-        return self.train_seqs[idx]                                  # (B, T)
-
-    # -------------------------------------------------------------- one step
-    def train_step(self) -> float:
-        cfg, s = self.cfg, self.state
-        ids, att = trim(self.next_batch(), self.sp.pad)              # (B, T'), (B, T')
+    def __call__(self, indices: np.ndarray) -> tuple[float, dict, int]:
+        cfg = self.cfg
+        ids, att = trim(self.train_seqs[indices], self.sp.pad)                    # (B, T'), (B, T')
         masked, labels = mask_tokens(ids, att, self.sp, self.mask_rng, cfg.mask_prob)
         teacher_logits = None
         if self.teacher is not None:
@@ -437,176 +483,88 @@ class Trainer:
             masked, labels, att, teacher_logits=teacher_logits, mlm_weight=self.mlm_weight,
             distill_weight=cfg.distill_weight if self.teacher is not None else 0.0,
             temperature=cfg.temperature)
-        check_finite(loss, grads, s["step"])
-        norm = clip_grad_norm(grads, cfg.clip) if cfg.clip > 0 else float("nan")
-        s["lrs"].append(self.opt.lr)
-        self.opt.step(grads)
-        self.sched.step()
-        s["step"] += 1
-        s["tokens"] += int(att.sum())
-        s["losses"].append(loss)
-        s["grad_norms"].append(norm)
-        return loss
-
-    def evaluate(self) -> dict:
-        r = evaluate(self.model, self.eval_set, self.cfg.eval_batch_size)
-        r["step"] = self.state["step"]
-        self.state["evals"].append(r)
-        return r
-
-    # -------------------------------------------------------------- checkpoints
-    def save(self, path: str) -> None:
-        """One .npz, written to a temporary file and renamed into place: parameters, optimizer
-        state, and a JSON string with the step, data position, generator states and history."""
-        arrays = {"param/" + k: v for k, v in self.model.params.items()}
-        opt_sd = self.opt.state_dict()
-        arrays.update({"optim/" + k: v for k, v in opt_sd.items() if isinstance(v, np.ndarray)})
-        meta = {"state": self.state, "config": dataclasses.asdict(self.cfg),
-                "optim_scalars": {k: v for k, v in opt_sd.items() if not isinstance(v, np.ndarray)},
-                "sched": self.sched.state_dict(),
-                "mask_rng": self.mask_rng.bit_generator.state,
-                "dropout_rng": self.model._rng.bit_generator.state}
-        arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-        _savez_atomic(path, arrays)
-
-    # Settings that may change between a stop and a resume without changing the result.
-    RESUMABLE_CHANGES = ("stop_after", "progress", "resume", "ship", "ship_dtype", "eval_batch_size",
-                         "checkpoint_every")
-
-    def load(self, path: str) -> None:
-        """Restore everything `save` wrote. Refuses a checkpoint written with other settings."""
-        with np.load(path) as z:
-            meta = json.loads(bytes(z["meta"]).decode("utf-8"))
-            now = dataclasses.asdict(self.cfg)
-            changed = [k for k, v in meta["config"].items()
-                       if k not in self.RESUMABLE_CHANGES and k in now and now[k] != v]
-            if changed:
-                k = changed[0]
-                raise ValueError(f"{path} was written with {k}={meta['config'][k]!r}, this run has "
-                                 f"{k}={now[k]!r}; resume with the same settings, or start afresh "
-                                 "with --no-resume or another --out")
-            for k in self.model.params:
-                self.model.params[k][...] = z["param/" + k]         # in place: the optimizer holds them
-            opt_sd = dict(meta["optim_scalars"])
-            opt_sd.update({k[len("optim/"):]: z[k] for k in z.files if k.startswith("optim/")})
-        self.opt.load_state_dict(opt_sd)
-        self.sched.load_state_dict(meta["sched"])
-        self.mask_rng.bit_generator.state = meta["mask_rng"]
-        self.model._rng.bit_generator.state = meta["dropout_rng"]
-        self.state = meta["state"]
-
-    # -------------------------------------------------------------- the loop
-    def run(self, checkpoint_path: str | None = None, log=print) -> dict:
-        """Train until `cfg.steps` (or `cfg.stop_after` steps in this call, or a stop signal)."""
-        cfg, s = self.cfg, self.state
-        stop = {"now": False}
-
-        def on_signal(signum, frame):
-            stop["now"] = True
-        old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)} \
-            if _main_thread() else {}
-        bar = None
-        if cfg.progress:
-            from tqdm import tqdm
-            bar = tqdm(total=cfg.steps, initial=s["step"], desc="pretrain", dynamic_ncols=True,
-                       mininterval=1.0 if sys.stderr.isatty() else 30.0)
-        if bar is not None:                                  # log lines go above the bar, not into it
-            log = bar.write
-        start_step, t_start, t_last, tok_last = s["step"], time.time(), time.time(), s["tokens"]
-        wall0 = s["wall_time"]
-        try:
-            while s["step"] < cfg.steps:
-                loss = self.train_step()
-                now = time.time()
-                s["wall_time"] = wall0 + (now - t_start)
-                if bar is not None:
-                    rate = (s["tokens"] - tok_last) / max(now - t_last, 1e-9)
-                    bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{rate:.0f}", lr=f"{self.opt.lr:.2e}",
-                                    refresh=False)
-                    bar.update(1)
-                    t_last, tok_last = now, s["tokens"]
-                if cfg.eval_every and s["step"] % cfg.eval_every == 0 and s["step"] < cfg.steps:
-                    r = self.evaluate()
-                    log(f"step {s['step']}: held-out accuracy {r['accuracy']:.4f} perplexity "
-                        f"{r['perplexity']:.2f}; train loss (last 50) {np.mean(s['losses'][-50:]):.4f}; "
-                        f"{s['tokens'] / max(s['wall_time'], 1e-9):.0f} tokens/s")
-                done_here = s["step"] - start_step
-                if checkpoint_path and cfg.checkpoint_every and s["step"] % cfg.checkpoint_every == 0:
-                    self.save(checkpoint_path)
-                if stop["now"] or (cfg.stop_after and done_here >= cfg.stop_after):
-                    if checkpoint_path:
-                        self.save(checkpoint_path)
-                        log(f"stopped at step {s['step']}; checkpoint {checkpoint_path}; "
-                            "run the same command again to resume")
-                    return {"finished": False, "step": s["step"]}
-        finally:
-            if bar is not None:
-                bar.close()
-            for sig, h in old.items():
-                signal.signal(sig, h)
-        if not s["evals"] or s["evals"][-1]["step"] != s["step"]:
-            self.evaluate()
-        if checkpoint_path:
-            self.save(checkpoint_path)
-        return {"finished": True, "step": s["step"]}
+        return loss, grads, int(att.sum())
 
 
-def _main_thread() -> bool:
-    import threading
-    return threading.current_thread() is threading.main_thread()
+def mlm_trainer(cfg: PretrainConfig, train_seqs: np.ndarray, eval_set: dict, sp: Specials,
+                model: BortForMaskedLM | None = None, teacher: BortForMaskedLM | None = None,
+                checkpoint_path: str | None = None, digests: dict | None = None) -> Trainer:
+    """The pretraining run as a `Trainer`: model (random, or `model`), AdamW, linear warm-up/decay,
+    shuffled batches of the packed sequences, held-out evaluation every `eval_every` steps.
 
-
-def _savez_atomic(path: str, arrays: dict) -> None:
-    tmp = path + ".part"
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
+    The checkpoint's settings are the config and the content digests of the sequences, the held-out
+    masks and whatever `digests` adds (tokenizer, teacher, initial weights), so a resume on other data
+    is refused even behind the same paths.
+    """
+    model = model or BortForMaskedLM(cfg.model_config(sp.vocab_size, sp.pad), seed=cfg.seed)
+    model.seed(cfg.seed + 1)                                                       # dropout
+    opt = AdamW(model.params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
+                weight_decay=cfg.weight_decay, no_decay=no_decay_layernorm_and_bias)
+    step = MaskedLMStep(model, train_seqs, sp, cfg, teacher)
+    settings = {**dataclasses.asdict(cfg), "data_sha256": content_digest(train_seqs, eval_set), **(digests or {})}
+    return Trainer(
+        model, opt, step, shuffled_batches(len(train_seqs), cfg.batch_size, cfg.seed),
+        max_steps=cfg.steps, schedule=Scheduler(opt, linear_warmup_decay(int(cfg.warmup * cfg.steps), cfg.steps)),
+        clip=cfg.clip, evaluate=lambda: evaluate(model, eval_set, cfg.eval_batch_size),
+        eval_every=cfg.eval_every, checkpoint_path=checkpoint_path, checkpoint_every=cfg.checkpoint_every,
+        stop_after=cfg.stop_after, settings=settings, resumable=RESUMABLE_CHANGES,
+        rngs={"mask": step.mask_rng}, progress=cfg.progress, desc="pretrain", items_name="tok",
+        describe_eval=lambda r: f"held-out accuracy {r['accuracy']:.4f} perplexity {r['perplexity']:.2f}")
 
 
 # ------------------------------------------------------------------------------------ the whole run
 
 
 def pretrain(cfg: PretrainConfig, argv: list[str] | None = None) -> dict:
-    """Corpus -> vocabulary -> packed sequences -> training -> OUT/model with training.json."""
-    os.makedirs(cfg.out, exist_ok=True)
+    """Corpus -> vocabulary -> packed sequences -> training -> OUT/model with training.json.
+
+    `--out` is locked for the whole run (a second run on it is refused with a TrainingError).
+    """
+    with run_lock(cfg.out):
+        return _pretrain(cfg, argv)
+
+
+def _pretrain(cfg: PretrainConfig, argv: list[str] | None) -> dict:
     tok = get_tokenizer(cfg)
     sp = specials_of(tok)
     record, train_docs, held_docs = load_corpus_tokens(cfg, tok)
     train_seqs = pack(train_docs, cfg.seq_len, sp)                       # (S, T)
     held_seqs = pack(held_docs, cfg.seq_len, sp)                         # (S', T)
+    if len(held_seqs) == 0:
+        raise TrainingError("the held-out split holds no text; put some documents into heldout.txt")
     ev = heldout_eval_set(held_seqs, sp, cfg.eval_seed, cfg.mask_prob)
     base = baselines(train_seqs, ev, sp)
     n_train_tokens = int((train_seqs != sp.pad).sum())
     print(f"corpus sha256 {record['sha256'][:16]}... (Python {record['python_version']}); "
           f"{len(train_seqs)} training sequences ({n_train_tokens:,} tokens), {len(held_seqs)} held-out; "
           f"{int((ev['labels'] != -100).sum())} fixed held-out masks", flush=True)
+    digests = {"corpus_sha256": record["sha256"], "tokenizer_sha256": tokenizer_digest(tok)}
     teacher = None
     if cfg.teacher:
         teacher = BortForMaskedLM.from_pretrained(cfg.teacher).eval()
         if teacher.config.vocab_size != sp.vocab_size:
-            raise SystemExit(f"error: the teacher's vocabulary ({teacher.config.vocab_size}) is not the "
-                             f"student's ({sp.vocab_size}); distillation needs the same tokenizer")
+            raise TrainingError(f"the teacher's vocabulary ({teacher.config.vocab_size}) is not the "
+                                f"student's ({sp.vocab_size}); distillation needs the same tokenizer")
+        digests["teacher_sha256"] = content_digest(teacher.params)
     init_model, init_record = initial_model(cfg, sp.vocab_size, sp.pad) if cfg.init else (None, None)
-    trainer = Trainer(cfg, train_seqs, ev, sp, model=init_model, teacher=teacher)
+    if init_model is not None:
+        digests["init_sha256"] = content_digest(init_model.params)
     ckpt = os.path.join(cfg.out, "checkpoint.npz")
+    trainer = mlm_trainer(cfg, train_seqs, ev, sp, model=init_model, teacher=teacher, checkpoint_path=ckpt,
+                          digests=digests)
     if cfg.resume and os.path.exists(ckpt):
-        try:
-            trainer.load(ckpt)
-        except ValueError as e:
-            raise SystemExit(f"error: {e}") from None
+        trainer.load(ckpt)
         print(f"resumed from {ckpt} at step {trainer.state['step']}", flush=True)
     n_params = trainer.model.num_parameters
     print(f"model: {n_params:,} parameters; {cfg.steps} steps of {cfg.batch_size} x {cfg.seq_len}", flush=True)
-    result = trainer.run(ckpt, log=lambda m: print(m, flush=True))
+    result = trainer.run(log=lambda m: print(m, flush=True))
     if not result["finished"]:
         return result
     final = trainer.state["evals"][-1]
     s = trainer.state
     out_dir = os.path.join(cfg.out, "model")
-    os.makedirs(out_dir, exist_ok=True)
-    trainer.model.save_pretrained(out_dir)
-    tok.save_pretrained(out_dir)
-    _savez_atomic(os.path.join(out_dir, "heldout_eval.npz"), ev)
+    trainer.model.save_pretrained(out_dir, tokenizer=tok)
+    savez_atomic(os.path.join(out_dir, "heldout_eval.npz"), ev)
     training = {
         "corpus": {"sha256": record["sha256"], "python_version": record["python_version"],
                    "files": {k: {kk: v[kk] for kk in ("documents", "bytes", "sha256")}
@@ -615,13 +573,13 @@ def pretrain(cfg: PretrainConfig, argv: list[str] | None = None) -> dict:
                    "heldout_sequences": len(held_seqs)},
         "python_version": sys.version.split()[0],
         "numpy_version": np.__version__,
-        "command": "python -m minibort.pretrain " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "config": dataclasses.asdict(cfg),
+        "command": portable_command(sys.argv[1:] if argv is None else argv),
+        "config": {k: _portable_path(k, v) for k, v in dataclasses.asdict(cfg).items()},
         "init": init_record,
         "parameters": n_params,
-        "steps": s["step"], "epochs": s["epoch"] + s["cursor"] / max(len(train_seqs), 1),
-        "tokens_seen": s["tokens"], "wall_time_s": round(s["wall_time"], 1),
-        "tokens_per_s": round(s["tokens"] / max(s["wall_time"], 1e-9), 1),
+        "steps": s["step"], "epochs": s["epoch"] + s["batch"] * cfg.batch_size / max(len(train_seqs), 1),
+        "tokens_seen": s["items"], "wall_time_s": round(s["wall_time"], 1),
+        "tokens_per_s": round(s["items"] / max(s["wall_time"], 1e-9), 1),
         "heldout": {"accuracy": final["accuracy"], "perplexity": final["perplexity"],
                     "loss": final["loss"], "masked_tokens": final["masked_tokens"],
                     "eval_seed": cfg.eval_seed, "mask_prob": cfg.mask_prob,
@@ -631,9 +589,7 @@ def pretrain(cfg: PretrainConfig, argv: list[str] | None = None) -> dict:
         "loss_curve": [round(x, 4) for x in s["losses"]],
         "lr_curve_every_10": [float(f"{x:.3g}") for x in s["lrs"][::10]],
     }
-    with open(os.path.join(out_dir, "training.json"), "w", encoding="utf-8") as f:
-        json.dump(training, f, indent=1)
-        f.write("\n")
+    write_text_atomic(os.path.join(out_dir, "training.json"), json.dumps(training, indent=1) + "\n")
     print(f"done: {s['step']} steps in {s['wall_time'] / 60:.1f} min; held-out accuracy "
           f"{final['accuracy']:.4f}, perplexity {final['perplexity']:.2f} (most-frequent-token "
           f"accuracy {base['most_frequent']['accuracy']:.4f}, unigram perplexity "
@@ -645,6 +601,35 @@ def pretrain(cfg: PretrainConfig, argv: list[str] | None = None) -> dict:
     return {**result, "training": training, "out_dir": out_dir}
 
 
+def _portable_path(field_name: str, value):
+    """A path setting as a reader elsewhere can use it: relative paths inside the working folder
+    stay; an absolute or upward path becomes the flag's placeholder (`--out OUT`)."""
+    if field_name not in PATH_FIELDS or not value:
+        return value
+    if os.path.isabs(value) or os.path.normpath(value).startswith(".."):
+        return field_name.upper()
+    return value
+
+
+def portable_command(argv: list[str]) -> str:
+    """The command line for training.json, with machine-specific paths replaced by placeholders."""
+    flags = {"--" + f.replace("_", "-"): f for f in PATH_FIELDS}
+    out, pending = [], None
+    for arg in argv:
+        if pending is not None:
+            out.append(_portable_path(pending, arg))
+            pending = None
+        elif arg in flags:
+            out.append(arg)
+            pending = flags[arg]
+        elif arg.split("=", 1)[0] in flags and "=" in arg:
+            flag, value = arg.split("=", 1)
+            out.append(f"{flag}={_portable_path(flags[flag], value)}")
+        else:
+            out.append(arg)
+    return " ".join(["python -m minibort.pretrain", *out])
+
+
 def export(model_dir: str, dest: str, dtype: str = "float16") -> dict:
     """Copy a finished run's model folder to `dest` (e.g. weights/bort-tiny) with weights in `dtype`.
 
@@ -652,19 +637,15 @@ def export(model_dir: str, dest: str, dtype: str = "float16") -> dict:
     `heldout` is set to that result, so the record describes exactly the files shipped; the
     float32 result of the run itself is kept as `heldout_training_weights`.
     """
-    import shutil
-
     from .formats.safetensors import save_file
     os.makedirs(dest, exist_ok=True)
     model = BortForMaskedLM.from_pretrained(model_dir)
     for name in ("config.json", "vocab.json", "merges.txt"):
-        shutil.copyfile(os.path.join(model_dir, name), os.path.join(dest, name))
+        with open(os.path.join(model_dir, name), "rb") as f:
+            write_bytes_atomic(os.path.join(dest, name), f.read())
     with np.load(os.path.join(model_dir, "heldout_eval.npz")) as z:
         ev = {k: z[k] for k in z.files}
-    tmp = os.path.join(dest, "heldout_eval.npz.part")
-    with open(tmp, "wb") as f:
-        np.savez_compressed(f, **ev)
-    os.replace(tmp, os.path.join(dest, "heldout_eval.npz"))
+    write_bytes_atomic(os.path.join(dest, "heldout_eval.npz"), lambda f: np.savez_compressed(f, **ev))
     save_file({k: v.astype(dtype) for k, v in model.state_dict().items()},
               os.path.join(dest, "model.safetensors"), metadata={"format": "pt"})
     shipped = BortForMaskedLM.from_pretrained(dest)
@@ -674,18 +655,22 @@ def export(model_dir: str, dest: str, dtype: str = "float16") -> dict:
     record["heldout_training_weights"] = record["heldout"]
     record["heldout"] = {**record["heldout"], "accuracy": r["accuracy"], "perplexity": r["perplexity"],
                          "loss": r["loss"], "weights_dtype": dtype}
-    with open(os.path.join(dest, "training.json"), "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=1)
-        f.write("\n")
-    for name in os.listdir(dest):
-        os.chmod(os.path.join(dest, name), 0o644)
+    write_text_atomic(os.path.join(dest, "training.json"), json.dumps(record, indent=1) + "\n")
     return record
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m minibort.pretrain`: 0 when finished, 3 when stopped (resumable), 2 on an error."""
     argv = sys.argv[1:] if argv is None else argv
     cfg = config_from_args(argv)
-    res = pretrain(cfg, argv)
+    try:
+        res = pretrain(cfg, argv)
+    except (ValueError, OSError, FloatingPointError) as e:    # TrainingError, InputError, ConfigError, ...
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:                                  # before training began: nothing to save
+        print("error: interrupted before training began; nothing was saved", file=sys.stderr)
+        return 130
     return 0 if res.get("finished") else 3
 
 

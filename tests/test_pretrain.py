@@ -14,6 +14,7 @@ import pytest
 
 from minibort import BortForMaskedLM
 from minibort import pretrain as P
+from minibort.trainer import Trainer
 
 SP = P.Specials(bos=0, eos=2, pad=1, mask=4, vocab_size=32, others=(3,))
 TINY = {"hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 24, "max_position_embeddings": 32,
@@ -76,9 +77,9 @@ def test_heldout_masks_are_fixed_by_their_seed():
 def test_loss_falls_on_a_small_run():
     seqs = toy_sequences()
     cfg = P.PretrainConfig(**TINY, steps=30, eval_every=0, checkpoint_every=0)
-    tr = P.Trainer(cfg, seqs, P.heldout_eval_set(seqs[:16], SP, 7), SP)
+    tr = P.mlm_trainer(cfg, seqs, P.heldout_eval_set(seqs[:16], SP, 7), SP)
     before = tr.evaluate()
-    tr.run(None, log=lambda m: None)
+    tr.run(log=lambda m: None)
     L, after = tr.state["losses"], tr.state["evals"][-1]
     print(f"train loss {np.mean(L[:5]):.3f} -> {np.mean(L[-5:]):.3f}; held-out loss "
           f"{before['loss']:.3f} -> {after['loss']:.3f}")
@@ -86,18 +87,18 @@ def test_loss_falls_on_a_small_run():
     assert after["loss"] < before["loss"] - 0.5
 
 
-def _run(tmp_path, name: str, stop_after: int, steps: int = 12, **kw) -> P.Trainer:
+def _run(tmp_path, name: str, stop_after: int, steps: int = 12, **kw) -> Trainer:
     seqs = toy_sequences()
     ev = P.heldout_eval_set(seqs[:16], SP, 7)
     ckpt = str(tmp_path / f"{name}.npz")
     cfg = P.PretrainConfig(**TINY, steps=steps, eval_every=4, checkpoint_every=5, stop_after=stop_after, **kw)
-    tr = P.Trainer(cfg, seqs, ev, SP)
-    res = tr.run(ckpt, log=lambda m: None)
+    tr = P.mlm_trainer(cfg, seqs, ev, SP, checkpoint_path=ckpt)
+    res = tr.run(log=lambda m: None)
     if not res["finished"]:                     # a fresh process: new objects, state from the file only
-        tr = P.Trainer(dataclasses.replace(cfg, stop_after=0), seqs, ev, SP)
+        tr = P.mlm_trainer(dataclasses.replace(cfg, stop_after=0), seqs, ev, SP, checkpoint_path=ckpt)
         tr.load(ckpt)
         assert tr.state["step"] == stop_after
-        assert tr.run(ckpt, log=lambda m: None)["finished"]
+        assert tr.run(log=lambda m: None)["finished"]
     return tr
 
 
@@ -110,12 +111,14 @@ def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path):
     assert worst == 0.0
     assert straight.state["losses"] == resumed.state["losses"]
     assert straight.state["evals"] == resumed.state["evals"]
-    assert straight.opt.step_count == resumed.opt.step_count == 12
+    assert straight.optimizer.step_count == resumed.optimizer.step_count == 12
 
 
 def test_resume_refuses_other_settings(tmp_path):
-    tr = _run(tmp_path, "x", 0, steps=2)
-    other = P.Trainer(P.PretrainConfig(**{**TINY, "lr": 0.5}, steps=2), tr.train_seqs, tr.eval_set, SP)
+    _run(tmp_path, "x", 0, steps=2)
+    seqs = toy_sequences()
+    other = P.mlm_trainer(P.PretrainConfig(**{**TINY, "lr": 0.5}, steps=2), seqs,
+                          P.heldout_eval_set(seqs[:16], SP, 7), SP)
     with pytest.raises(ValueError, match="lr=0.01"):
         other.load(str(tmp_path / "x.npz"))
 
@@ -129,7 +132,8 @@ def test_same_seed_same_run_other_seed_other_run(tmp_path):
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     seqs = toy_sequences()
-    tr = P.Trainer(P.PretrainConfig(**TINY, steps=3), seqs, P.heldout_eval_set(seqs[:4], SP, 7), SP)
+    ev = P.heldout_eval_set(seqs[:4], SP, 7)
+    tr = P.mlm_trainer(P.PretrainConfig(**TINY, steps=3), seqs, ev, SP)
     path = str(tmp_path / "checkpoint.npz")
     tr.train_step()
     tr.save(path)
@@ -144,8 +148,9 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
         tr.save(path)
     assert Path(path).read_bytes() == good         # the old checkpoint is untouched
     monkeypatch.undo()
-    tr2 = P.Trainer(P.PretrainConfig(**TINY, steps=3), seqs, tr.eval_set, SP)
+    tr2 = P.mlm_trainer(P.PretrainConfig(**TINY, steps=3), seqs, ev, SP)
     tr2.load(path)
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint.npz"]     # no temporary file left behind
     assert tr2.state["step"] == 1
 
 
@@ -153,22 +158,22 @@ def test_distillation_feeds_teacher_logits_at_the_masked_positions():
     seqs = toy_sequences()
     ev = P.heldout_eval_set(seqs[:8], SP, 7)
     cfg = P.PretrainConfig(**TINY, steps=2, eval_every=0)
-    teacher = P.Trainer(cfg, seqs, ev, SP).model.eval()
-    tr = P.Trainer(dataclasses.replace(cfg, seed=3), seqs, ev, SP, teacher=teacher)
-    assert tr.mlm_weight == 0.1                     # Bort: 0.1 MLM + 0.5 KD, T = 2
+    teacher = P.mlm_trainer(cfg, seqs, ev, SP).model.eval()
+    tr = P.mlm_trainer(dataclasses.replace(cfg, seed=3), seqs, ev, SP, teacher=teacher)
+    tr.model.train()
+    assert tr.step_fn.mlm_weight == 0.1             # Bort: 0.1 MLM + 0.5 KD, T = 2
     # the step's loss, recomputed by hand from the same batch, masks and dropout draws
-    state = (tr.state["epoch"], tr.state["cursor"])
-    mask_state = tr.mask_rng.bit_generator.state
-    drop_state = tr.model._rng.bit_generator.state
+    batch = tr.epoch_batches(tr.state["epoch"])[tr.state["batch"]]
+    mask_state = tr.rngs["mask"].bit_generator.state
+    drop_state = tr.model.dropout_rng.bit_generator.state
     params = {k: v.copy() for k, v in tr.model.params.items()}
     loss = tr.train_step()
-    tr.state["epoch"], tr.state["cursor"] = state
-    ids, att = P.trim(tr.next_batch(), SP.pad)
+    ids, att = P.trim(seqs[batch], SP.pad)
     rng = np.random.default_rng()
     rng.bit_generator.state = mask_state
     masked, labels = P.mask_tokens(ids, att, SP, rng, cfg.mask_prob)
-    student = BortForMaskedLM(tr.model.config, params).train(seed=0)
-    student._rng.bit_generator.state = drop_state
+    student = BortForMaskedLM(tr.model.config, params).train()
+    student.dropout_rng.bit_generator.state = drop_state
     t_logits = teacher(masked, att, positions=labels != -100)
     want, _ = student.loss_and_grads(masked, labels, att, teacher_logits=t_logits, mlm_weight=0.1,
                                      distill_weight=0.5, temperature=2.0)
@@ -195,8 +200,8 @@ def test_flags_override_the_config():
 def test_init_starts_from_a_model_folder_and_refuses_another_shape(tmp_path):
     seqs = toy_sequences()
     cfg = P.PretrainConfig(**TINY, steps=3, eval_every=0, checkpoint_every=0)
-    trained = P.Trainer(cfg, seqs, P.heldout_eval_set(seqs[:16], SP, 7), SP)
-    trained.run(None, log=lambda m: None)
+    trained = P.mlm_trainer(cfg, seqs, P.heldout_eval_set(seqs[:16], SP, 7), SP)
+    trained.run(log=lambda m: None)
     trained.model.save_pretrained(tmp_path / "m")
     model, record = P.initial_model(dataclasses.replace(cfg, init=str(tmp_path / "m")), SP.vocab_size, SP.pad)
     assert all(np.array_equal(model.params[k], trained.model.params[k]) for k in trained.model.params)
@@ -251,7 +256,7 @@ def test_shipped_heldout_masks_come_from_the_corpus(shipped, tmp_path):
         pytest.skip(f"the corpus was built by Python {record['corpus']['python_version']}")
     from minibort import corpus
     from minibort.tokenizer import Tokenizer
-    rec = corpus.build(str(tmp_path))
+    rec = corpus.build(str(tmp_path), docs=None)          # bort-tiny was trained on the stdlib alone
     assert rec["sha256"] == record["corpus"]["sha256"]
     tok = Tokenizer.from_pretrained(folder)
     docs = [[np.array(tok.encode(p, add_special_tokens=False)) for p in d]
