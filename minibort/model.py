@@ -75,6 +75,9 @@ def mlm_head_param_shapes(config: BortConfig) -> dict[str, tuple[int, ...]]:
 
 
 def classifier_param_shapes(config: BortConfig) -> dict[str, tuple[int, ...]]:
+    """The sequence-classification head, either kind ("pooler" or "bort"): the dense + tanh layer
+    keeps transformers' pooler names and the output layer its `classifier` names, so a saved model
+    loads in transformers' BertForSequenceClassification (C = num_labels; 1 for regression)."""
     H, C = config.hidden_size, config.num_labels
     return {
         "bert.pooler.dense.weight": (H, H),
@@ -520,25 +523,67 @@ class BortForMaskedLM(_Bort):
 
 
 class BortForSequenceClassification(_Bort):
-    """Encoder + pooler tanh(dense(h[:, 0])) + dropout + linear classifier (transformers' naming).
+    """Encoder + a head on the first token <s>, in one of two forms (`classifier_head`):
 
-    num_labels == 1 is regression (MSE loss), otherwise single-label classification (cross-entropy).
+        "pooler" (transformers' BertForSequenceClassification, the default):
+            tanh(dense(h[:, 0])) -> dropout -> dense H->C                      weights N(0, 0.02)
+        "bort" (alexa/bort's finetune_bort.py):
+            dropout -> tanh(dense(h[:, 0])) -> dropout -> dense H->C           weights U(-0.5, 0.5)
+
+    Both use the same parameter names (`bert.pooler.dense.*`, `classifier.*`), and without dropout
+    they compute the same function: a "bort" head loads into transformers' BertForSequenceClassification
+    and gives the same logits; only training differs (the extra dropout before the dense layer, which
+    transformers lacks). The head kind is kept in config.json as `classifier_head` (transformers
+    ignores the key). num_labels == 1 is regression (MSE loss), otherwise single-label
+    classification (cross-entropy).
     """
 
     architecture = "BertForSequenceClassification"
+    HEADS = ("pooler", "bort")
+
+    def __init__(self, config: BortConfig, params: dict | None = None, dtype=np.float32, seed: int = 0,
+                 classifier_head: str | None = None):
+        head = classifier_head or config.extra.get("classifier_head", "pooler")
+        if head not in self.HEADS:
+            raise ValueError(f"classifier_head must be one of {self.HEADS}, got {head!r}")
+        if config.extra.get("classifier_head", "pooler") != head:
+            config = BortConfig.from_dict({**config.to_dict(), "classifier_head": head})
+        given = set() if params is None else {k.removeprefix("bert.") for k in params}
+        super().__init__(config, params, dtype, seed)
+        self.classifier_head = head
+        if head == "bort":
+            # alexa/bort initialises its classifier U(-0.5, 0.5) (MXNet Uniform(0.5)), biases 0.
+            rng = np.random.default_rng([seed, 2])
+            for name in ("bert.pooler.dense.weight", "classifier.weight"):
+                if name.removeprefix("bert.") not in given:
+                    w = self.params[name]
+                    w[...] = rng.uniform(-0.5, 0.5, size=w.shape).astype(self.dtype)
 
     @classmethod
     def param_shapes(cls, config):
         return {**encoder_param_shapes(config, cls.prefix), **classifier_param_shapes(config)}
 
     def _head(self, h):
+        """(B, T, H) last hidden state -> (B, C) logits, and the cache the backward reads."""
         P = self.params
         rng = self._rng if self.training else None
-        pooled, c_p = L.linear(h[:, 0], P["bert.pooler.dense.weight"], P["bert.pooler.dense.bias"])  # (B, H)
-        pooled, c_t = L.tanh(pooled)
-        d, c_d = L.dropout(pooled, self.config.hidden_dropout_prob, rng)
+        p = self.config.hidden_dropout_prob
+        x = h[:, 0]                                                                # (B, H): <s>
+        x, c_d0 = L.dropout(x, p, rng) if self.classifier_head == "bort" else (x, None)
+        pooled, c_p = L.linear(x, P["bert.pooler.dense.weight"], P["bert.pooler.dense.bias"])  # (B, H)
+        pooled, c_t = L.tanh(pooled)                                               # (B, H)
+        d, c_d = L.dropout(pooled, p, rng)                                         # (B, H)
         logits, c_c = L.linear(d, P["classifier.weight"], P["classifier.bias"])    # (B, C)
-        return logits, (c_p, c_t, c_d, c_c)
+        return logits, (c_d0, c_p, c_t, c_d, c_c)
+
+    def _head_backward(self, dlogits: np.ndarray, cache, grads: dict) -> np.ndarray:
+        """(B, C) d(logits) -> (B, H) d(h[:, 0]); writes the head's parameter gradients into grads."""
+        c_d0, c_p, c_t, c_d, c_c = cache
+        dd, grads["classifier.weight"], grads["classifier.bias"] = L.linear_backward(dlogits, c_c)  # (B, H)
+        dpooled = L.tanh_backward(L.dropout_backward(dd, c_d), c_t)                # (B, H)
+        dx, grads["bert.pooler.dense.weight"], grads["bert.pooler.dense.bias"] = \
+            L.linear_backward(dpooled, c_p)                                       # (B, H)
+        return dx if c_d0 is None else L.dropout_backward(dx, c_d0)
 
     def __call__(self, input_ids, attention_mask=None):
         """(B, T) ids -> (B, C) logits ((C,) for 1-D ids)."""
@@ -549,7 +594,7 @@ class BortForSequenceClassification(_Bort):
     def loss_and_grads(self, input_ids, labels, attention_mask=None):
         """Cross-entropy over classes (or MSE when num_labels == 1) and gradients keyed like `params`."""
         ids, _mask, _, h, cache, _ = self._encode(input_ids, attention_mask, keep_cache=True)
-        logits, (c_p, c_t, c_d, c_c) = self._head(h)
+        logits, c_head = self._head(h)
         labels = np.asarray(labels).reshape(-1)
         if labels.shape[0] != ids.shape[0]:
             raise InputError(f"{labels.shape[0]} labels for a batch of {ids.shape[0]}")
@@ -563,10 +608,8 @@ class BortForSequenceClassification(_Bort):
             loss, c_loss = L.cross_entropy(logits, labels)
             dlogits = L.cross_entropy_backward(1.0, c_loss)
         grads = {}
-        dd, grads["classifier.weight"], grads["classifier.bias"] = L.linear_backward(dlogits, c_c)
-        dpooled = L.tanh_backward(L.dropout_backward(dd, c_d), c_t)
-        dh0, grads["bert.pooler.dense.weight"], grads["bert.pooler.dense.bias"] = L.linear_backward(dpooled, c_p)
+        dh0 = self._head_backward(dlogits, c_head, grads)                          # (B, H)
         dh = np.zeros_like(h)
-        dh[:, 0] = dh0
+        dh[:, 0] = dh0                                                             # (B, T, H)
         grads.update(encoder_backward(dh, cache, self.prefix, self.config))
         return float(loss), grads
