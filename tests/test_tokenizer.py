@@ -351,3 +351,82 @@ def test_from_pretrained_repo_id_goes_through_the_hub(monkeypatch, tmp_path, sma
     tok = Tokenizer.from_pretrained("someone/some-model", revision="v1")
     assert asked[:2] == [("someone/some-model", "vocab.json", "v1"), ("someone/some-model", "merges.txt", "v1")]
     assert tok.encode(TRAINING_TEXT) == small.encode(TRAINING_TEXT)
+
+
+# ------------------------------------------------------------------------------ the word cache
+def test_word_cache_is_bounded_by_bytes(small):
+    import gc
+    import tracemalloc
+    tok = Tokenizer(small.get_vocab(), small.merges)
+    tok.cache_bytes = 200_000
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    words = [" w" + "".join(letters[(i // 26 ** k) % 26] for k in range(4)) for i in range(20_000)]   # distinct
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for k in range(0, len(words), 1000):
+            tok.encode("".join(words[k:k + 1000]))
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    # every word fits alone but all of them would take ~20x the budget: the cache stops at its bytes,
+    # and the memory really held follows the count (an entry-bounded cache would hold ~4 MB here)
+    assert 0 < len(tok._cache) < len(words) // 5
+    assert tok.cache_bytes - 1000 < tok._cache_bytes <= tok.cache_bytes
+    assert held < 1.5 * tok.cache_bytes, held
+    print(f"cache: {len(tok._cache)} of {len(words)} words, counted {tok._cache_bytes} B, traced {held} B")
+    # a word bigger than the whole budget is never kept, however empty the cache
+    fresh = Tokenizer(small.get_vocab(), small.merges)
+    fresh.cache_bytes = 200_000
+    word = "ab" * 100_000
+    assert fresh.decode(fresh.encode(word, add_special_tokens=False)) == word
+    assert fresh._cache == {} and fresh._cache_bytes == 0
+
+
+# ----------------------------------------------------------------------- the model's length limit
+def test_model_max_length_from_the_folder_truncates_for_the_model():
+    from minibort import BortForMaskedLM
+    from minibort.model import InputError
+    tok = Tokenizer.from_pretrained("bort-tiny")
+    assert tok.model_max_length == 128                                # config.json's max_position_embeddings
+    assert sorted(tok.all_special_ids) == [tok.bos_token_id, tok.pad_token_id, tok.eos_token_id,
+                                           tok.unk_token_id, tok.mask_token_id] == [0, 1, 2, 3, 4]
+    long_text = TRAINING_TEXT * 20
+    assert len(tok.encode(long_text)) > 500
+    batch = tok([long_text, "short"], truncation=True)                # no max_length: the model's own
+    assert batch["input_ids"].shape == (2, 128)
+    assert batch["input_ids"][0, -1] == tok.eos_token_id
+    assert tok("x", padding="max_length")["input_ids"].shape == (1, 128)
+    model = BortForMaskedLM.from_pretrained("bort-tiny")
+    logits = model(batch["input_ids"], batch["attention_mask"])       # (2, 128, V): fits the positions
+    assert logits.shape == (2, 128, tok.vocab_size) and np.isfinite(logits).all()
+    with pytest.raises(InputError, match="max_position_embeddings"):
+        model(tok([long_text], truncation=False)["input_ids"])         # what truncation prevents
+    assert tok([long_text], max_length=40)["input_ids"].shape == (1, 40)   # an explicit max_length wins
+
+
+def test_model_max_length_files(tmp_path, small, roberta):
+    assert roberta.model_max_length == 512                            # amazon/bort's config.json
+    assert small.model_max_length is None and small([TRAINING_TEXT * 20])["input_ids"].shape == (1, 512)
+    folder = tmp_path / "tok"
+    Tokenizer(small.get_vocab(), small.merges, model_max_length=64).save_pretrained(folder)
+    assert json.loads((folder / "tokenizer_config.json").read_text()) == {"model_max_length": 64}
+    (folder / "config.json").write_text(json.dumps({"max_position_embeddings": 128}))
+    assert Tokenizer.from_pretrained(folder).model_max_length == 64  # tokenizer_config.json first
+    assert Tokenizer.from_pretrained(folder, model_max_length=32).model_max_length == 32
+    # saving again keeps the other keys of an existing tokenizer_config.json
+    (folder / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 64, "do_lower_case": False}))
+    Tokenizer(small.get_vocab(), small.merges, model_max_length=100).save_pretrained(folder)
+    assert json.loads((folder / "tokenizer_config.json").read_text()) == {"model_max_length": 100,
+                                                                         "do_lower_case": False}
+    # transformers' "no limit known" (int(1e30)) falls through to config.json
+    (folder / "tokenizer_config.json").write_text('{"model_max_length": 1000000000000000019884624838656}')
+    assert Tokenizer.from_pretrained(folder).model_max_length == 128
+    (folder / "tokenizer_config.json").write_text('{"model_max_length": "long"}')
+    with pytest.raises(TokenizerError, match=r"tokenizer_config.json: model_max_length must be a positive "
+                                             r"integer, got 'long'"):
+        Tokenizer.from_pretrained(folder)
+    with pytest.raises(TokenizerError, match="model_max_length must be a positive int or None"):
+        Tokenizer(small.get_vocab(), small.merges, model_max_length=0)
