@@ -15,19 +15,23 @@ loading it warns.
 `original` fetches the original MXNet release, https://alexa-saif-bort.s3.amazonaws.com/bort.params
 (`--url` to use another address), with amazon/bort's tokenizer files beside it, and converts it
 the same way, keeping Bort's own MLM head (`cls.predictions.transform.*`, `cls.predictions.bias`)
-with its LayerNorm eps of 1e-12 in config.json. Default folder: `<cache>/bort-original`.
+with its LayerNorm eps of 1e-12 in config.json. Default folder: `<cache>/_original` (no hub
+owner's name starts with "_", so it never meets a repository's cache folder).
+
+Every file is written atomically with the user's umask permissions (`minibort._files`).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from . import checkpoint
+from ._files import write_bytes_atomic
 from .checkpoint import (
     GLUON_MLM_LAYER_NORM_EPS,
     UNTRAINED_MLM_HEAD_KEY,
@@ -45,15 +49,14 @@ OPTIONAL_FILES = ("special_tokens_map.json", "tokenizer_config.json")
 
 
 def clean_state_dict(state: dict[str, np.ndarray], dtype: np.dtype) -> dict[str, np.ndarray]:
-    """Drop buffers and tied copies the model never reads; cast floating tensors to `dtype`."""
-    out = {}
-    for name, value in state.items():
-        if name.endswith("position_ids") or name.startswith("cls.predictions.decoder."):
-            continue
-        out[name] = value.astype(dtype) if value.dtype.kind == "f" else value
-    if "cls.predictions.bias" not in out and "cls.predictions.decoder.bias" in state:
-        out["cls.predictions.bias"] = state["cls.predictions.decoder.bias"].astype(dtype)
-    return out
+    """`checkpoint.clean_state_dict` (the one cleanup rule), then floating tensors cast to `dtype`."""
+    return {name: value.astype(dtype) if value.dtype.kind == "f" else value
+            for name, value in checkpoint.clean_state_dict(state).items()}
+
+
+def copy_file(source: str | os.PathLike, dest: Path) -> None:
+    """Copy a (small) tokenizer or config file atomically."""
+    write_bytes_atomic(dest, Path(source).read_bytes())
 
 
 def write_safetensors(state: dict[str, np.ndarray], path: Path, source: str) -> None:
@@ -80,7 +83,7 @@ def fetch_hub(repo_id: str, revision: str, dtype: np.dtype, out: Path | None) ->
     if out != cache_dir:                          # the cache keeps the hub's files untouched
         for name, path in files.items():
             if name != "config.json":
-                shutil.copyfile(path, out / name)
+                copy_file(path, out / name)
         if untrained:
             config.extra[UNTRAINED_MLM_HEAD_KEY] = True
         config.to_json(out / "config.json")
@@ -91,7 +94,7 @@ def fetch_hub(repo_id: str, revision: str, dtype: np.dtype, out: Path | None) ->
 
 def fetch_original(url: str, tokenizer_repo: str, dtype: np.dtype, out: Path | None) -> Path:
     """The original MXNet bort.params with its trained MLM head: fetch and convert. Returns the folder."""
-    out = cache_root() / "bort-original" if out is None else out
+    out = cache_root() / "_original" if out is None else out
     out.mkdir(parents=True, exist_ok=True)
     params = out / "bort.params"
     if not params.is_file():
@@ -101,7 +104,7 @@ def fetch_original(url: str, tokenizer_repo: str, dtype: np.dtype, out: Path | N
             raise HubError(f"{e} To work offline, download bort.params by hand into {out}/ and run this "
                            "again.", url=url, status=e.status) from None
     for name in TOKENIZER_FILES:
-        shutil.copyfile(hf_hub_download(tokenizer_repo, name), out / name)
+        copy_file(hf_hub_download(tokenizer_repo, name), out / name)
     state = load_state_dict(params, dtype=None)   # Gluon names mapped to transformers' ones
     config = config_from_state_dict(state, mlm_layer_norm_eps=GLUON_MLM_LAYER_NORM_EPS)
     config.architectures = ["BertForMaskedLM"]
@@ -120,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="dtype of the model.safetensors copy (default float32)")
     p.add_argument("--out", type=Path, default=None,
                    help="folder for the converted model (default: the repository's cache folder, or "
-                        "<cache>/bort-original)")
+                        "<cache>/_original)")
     p.add_argument("--revision", default="main", help="hub revision (branch, tag or commit)")
     p.add_argument("--url", default=ORIGINAL_URL, help="where to fetch bort.params from (with 'original')")
     p.add_argument("--tokenizer-repo", default="amazon/bort",

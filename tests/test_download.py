@@ -5,6 +5,7 @@ GluonNLP fixture) converted with its MLM head, both matching what they were made
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import threading
@@ -18,9 +19,9 @@ from test_hub import Server
 
 import minibort.checkpoint as ckpt
 from minibort import BortForMaskedLM
-from minibort.formats.torch_zip import save_torch_zip
 from minibort.download import main
 from minibort.formats.safetensors import load_file
+from minibort.formats.torch_zip import save_torch_zip
 
 GLUON = Path(__file__).resolve().parent / "fixtures" / "gluon"
 
@@ -45,6 +46,8 @@ def hub(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", srv.url)
     monkeypatch.setenv("MINIBORT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    for name in ("HF_HUB_OFFLINE", "HF_TOKEN", "MINIBORT_HUB_TIMEOUT", "MINIBORT_HUB_DEADLINE", "MINIBORT_HUB_MIN_RATE"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(ckpt, "_warned_mlm_head", False)
     yield srv, cfg, {k: v.astype(np.float32) for k, v in sd16.items()}
     srv.shutdown()
@@ -130,3 +133,20 @@ def test_files_placed_by_hand_convert_offline(hub, tmp_path, monkeypatch):
         assert main(["test/tiny"]) == 0
     np.testing.assert_array_equal(load_file(hand / "model.safetensors")["cls.predictions.bias"],
                                   sd["cls.predictions.bias"])
+
+
+def test_converted_files_follow_the_umask(hub, tmp_path):
+    """The files download.py writes itself (config.json is BortConfig.to_json's)."""
+    old = os.umask(0o022)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert main(["test/tiny", "--out", str(tmp_path / "out")]) == 0
+            assert main(["test/tiny"]) == 0                            # into the cache, with a sidecar
+    finally:
+        os.umask(old)
+    cached = tmp_path / "cache" / "test" / "tiny" / "main"
+    written = [tmp_path / "out" / name for name in ("vocab.json", "merges.txt", "model.safetensors",
+                                                    "model.safetensors.meta.json")]
+    for path in (*written, cached / "model.safetensors", cached / "model.safetensors.meta.json"):
+        assert path.stat().st_mode & 0o777 == 0o644, path

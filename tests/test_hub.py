@@ -20,8 +20,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minibort import BortForMaskedLM
-from minibort.hub import HubError, cache_root, cached_path, hf_hub_download, resolve_file, verify_cached
+from minibort import BortForMaskedLM, hub
+from minibort.hub import (
+    HubError,
+    cache_root,
+    cached_path,
+    hf_hub_download,
+    hub_weights_file,
+    repo_cache_dir,
+    resolve_file,
+    verify_cached,
+)
 
 MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "hub-mirror"
 REPO = "amazon/bort"
@@ -65,6 +74,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         else:
             self.send_response(200)
         self.send_header("Content-Length", str(len(data) - start))
+        self.send_header("Last-Modified", self.date_time_string(file.stat().st_mtime))   # as plain mirrors do
         if srv.send_sha and not srv.redirect:
             self.send_header("ETag", f'"{srv.sha_override or _sha(file)}"')
         self.end_headers()
@@ -117,6 +127,8 @@ def served(tmp_path) -> Path:
         (main / "vocab.json").write_text('{"<s>": 0}\n' * 50_000)
     rng = np.random.default_rng(0)
     (main / "blob.bin").write_bytes(rng.integers(0, 256, 3 * 2 ** 20 + 123, dtype=np.uint8).tobytes())
+    for path in main.iterdir():                   # files last changed long ago, as on a mirror: their
+        os.utime(path, (time.time() - 86400,) * 2)  # Last-Modified is a strong validator for If-Range
     return d
 
 
@@ -129,7 +141,8 @@ def server(served, tmp_path, monkeypatch):
     monkeypatch.setenv("MINIBORT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("MINIBORT_HUB_TIMEOUT", "3")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.delenv("HF_TOKEN", raising=False)
+    for name in ("HF_TOKEN", "HF_HUB_OFFLINE", "MINIBORT_HUB_DEADLINE", "MINIBORT_HUB_MIN_RATE"):
+        monkeypatch.delenv(name, raising=False)
     yield srv
     srv.shutdown()
     srv.server_close()
@@ -287,3 +300,72 @@ def test_from_pretrained_through_the_hub(server, served, tmp_path):
         got = BortForMaskedLM.from_pretrained(repo)(ids)
         np.testing.assert_array_equal(got, want)
     assert os.path.isfile(cached_path("test/tiny-bin", "pytorch_model.bin"))
+
+
+# --------------------------------------------------------------------------- offline means offline (issue 9)
+def place(folder: Path, names: tuple[str, ...]) -> None:
+    """Files put into the cache by hand (no sidecar: trusted as they are)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / name).write_bytes(b"weights of " + name.encode())
+
+
+@pytest.mark.parametrize("how", ["HF_HUB_OFFLINE", "unreachable"])
+def test_weights_offline_come_from_the_cache(tmp_path, monkeypatch, how):
+    monkeypatch.setenv("MINIBORT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    if how == "HF_HUB_OFFLINE":
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with socket.socket() as s:                                     # a port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{s.getsockname()[1]}")
+    folder = repo_cache_dir(REPO)
+    assert folder == cache_root() / REPO / "main"
+    with pytest.raises(HubError) as e:                             # nothing cached: what to place where
+        hub_weights_file(REPO)
+    print(e.value)
+    assert f"{folder}/" in str(e.value) and "model.safetensors or pytorch_model.bin" in str(e.value)
+    place(folder, ("pytorch_model.bin",))                          # only a .bin was ever cached
+    assert hub_weights_file(REPO) == str(folder / "pytorch_model.bin")
+    place(folder, ("model.safetensors",))
+    assert hub_weights_file(REPO) == str(folder / "model.safetensors")
+
+
+def test_offline_download_names_the_cache_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINIBORT_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(HubError, match="HF_HUB_OFFLINE") as e:
+        hf_hub_download(REPO, "config.json")
+    assert f"put config.json into {tmp_path / REPO / 'main'}/" in str(e.value)
+    place(tmp_path / REPO / "main", ("config.json",))
+    assert hf_hub_download(REPO, "config.json") == str(tmp_path / REPO / "main" / "config.json")
+
+
+def test_weights_online_safetensors_else_bin(server, served):
+    for repo, names in (("test/st", ("model.safetensors", "pytorch_model.bin")), ("test/bin", ("pytorch_model.bin",))):
+        place(served / repo / "resolve" / "main", names)
+        path = hub_weights_file(repo)
+        assert Path(path).name == names[0] and Path(path).read_bytes() == b"weights of " + names[0].encode()
+    with pytest.raises(HubError, match="has neither model.safetensors nor pytorch_model.bin") as e:
+        hub_weights_file("test/none")
+    assert e.value.status == 404 and str(repo_cache_dir("test/none")) in str(e.value)
+
+
+# --------------------------------------------------------------------------- logs and file modes (issue 9)
+def test_progress_in_a_log_is_lines(server, capfd, monkeypatch):
+    monkeypatch.setattr(hub, "LOG_INTERVAL", 0.0)                 # a line for every chunk here
+    hf_hub_download(REPO, "blob.bin")
+    lines = [line for line in capfd.readouterr().err.splitlines() if line.startswith("blob.bin")]
+    print("\n".join(lines))
+    assert len(lines) >= 3 and "\r" not in "".join(lines)         # one line per report, none overwritten
+    assert "0%" in lines[0] and "100%" in lines[-1]
+
+
+def test_cached_files_follow_the_umask(server):
+    old = os.umask(0o027)
+    try:
+        path = Path(hf_hub_download(REPO, "config.json"))
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o640
+    assert Path(str(path) + ".meta.json").stat().st_mode & 0o777 == 0o640
