@@ -1,11 +1,11 @@
 """Tokenizer benchmark: minibort vs the Rust `tokenizers` package vs transformers 4.57's pure-Python
 RobertaTokenizer, on Python's own docs (`pydoc_data.topics`), one line per call; plus load and training time.
 
-    python -m minibort.bench.tokenizer --hf457-python /work/venv457/bin/python [--train]
+    python -m minibort.bench.tokenizer [--vocab-dir amazon/bort] [--hf457-python V/bin/python] [--train]
 
-transformers 5.x has no pure-Python RoBERTa tokenizer, so 4.57 runs in its own venv, as a subprocess
-(`python3 -m venv V && V/bin/pip install transformers==4.57.6 tokenizers numpy regex`, no torch).
-Whatever cannot be measured (no such venv, no `tokenizers`) is reported as such.
+transformers 5.x has no pure-Python RoBERTa tokenizer, so 4.57 runs in its own venv V, as a subprocess;
+make one with `python3 -m venv V && V/bin/pip install transformers==4.57.6 tokenizers numpy regex`
+(no torch needed). Whatever cannot be measured (no such venv, no `tokenizers`) is reported as such.
 
 Every tokenizer starts cold (fresh object, empty word cache); pass 1 is "cold", the best of the
 following passes is "warm" (the steady state of a long run: all three tokenizers cache words).
@@ -26,9 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from minibort.tokenizer import Tokenizer, train_bpe
-
-DEFAULT_VOCAB_DIR = Path(__file__).resolve().parents[2].parent / "shared/hub-mirror/amazon/bort/resolve/main"
+from minibort.bpe_train import train_bpe
+from minibort.tokenizer import Tokenizer
 
 # Run by the transformers-4.57 python: same protocol as `time_passes` below, results as JSON on stdout.
 HF457_SCRIPT = r"""
@@ -103,12 +102,16 @@ def rust_roberta(vocab_file: str, merges_file: str):
     return tok
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--vocab-dir", default=str(DEFAULT_VOCAB_DIR),
-                   help="directory with roberta-base's vocab.json + merges.txt, or a hub repo id (amazon/bort)")
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m minibort.bench.tokenizer", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--vocab-dir", default="amazon/bort",
+                   help="the vocabulary: a hub id (default: %(default)s, RoBERTa's 50265 tokens), a folder "
+                        "holding vocab.json + merges.txt, or bort-tiny")
     p.add_argument("--hf457-python", default=os.environ.get("MINIBORT_HF457_PYTHON"),
-                   help="python of a venv with transformers==4.57.x (default: $MINIBORT_HF457_PYTHON)")
+                   help="the python of a venv with transformers 4.57 (default: $MINIBORT_HF457_PYTHON); make "
+                        "one with: python3 -m venv V && V/bin/pip install transformers==4.57.6 tokenizers "
+                        "numpy regex, then pass V/bin/python")
     p.add_argument("--passes", type=int, default=3, help="passes over the text per tokenizer (1 cold + warm)")
     p.add_argument("--copies", type=int, default=1, help="concatenate the topics text this many times")
     p.add_argument("--unit", choices=["line", "paragraph"], default="line", help="what one call encodes")
@@ -116,6 +119,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--train-vocab", type=int, default=4096, help="vocab size for --train")
     p.add_argument("--train-mb", type=float, default=3.0, help="MB of Python docs for --train")
     args = p.parse_args(argv)
+    from minibort.checkpoint import CheckpointError, resolve
+    try:
+        folder = resolve(args.vocab_dir, need="tokenizer")
+    except (CheckpointError, OSError) as e:          # OSError: HubError, offline without a cached copy
+        print(f"error: cannot find the vocabulary {args.vocab_dir!r}: {e}", file=sys.stderr)
+        return 1
+    files = [str(Path(folder) / n) for n in ("vocab.json", "merges.txt")]
+
 
     text = topics_text() * args.copies
     units = [u for u in (text.splitlines() if args.unit == "line" else text.split("\n\n")) if u.strip()]
@@ -123,12 +134,6 @@ def main(argv: list[str] | None = None) -> None:
     print(f"text: pydoc_data.topics x{args.copies}, {mb:.3f} MB in {len(units)} {args.unit}s "
           f"(Python {sys.version.split()[0]}); {args.passes} passes each, one call per {args.unit}")
 
-    local = Path(args.vocab_dir).is_dir()
-    if local:
-        files = [str(Path(args.vocab_dir) / n) for n in ("vocab.json", "merges.txt")]
-    else:
-        from minibort.hub import resolve_file
-        files = [resolve_file(args.vocab_dir, n) for n in ("vocab.json", "merges.txt")]
 
     # load time: the first load, then the best of 5 (file already in the OS cache)
     # (CPU time too: on a shared machine it is what a busy neighbour changes least)
@@ -204,7 +209,8 @@ def main(argv: list[str] | None = None) -> None:
         took = time.perf_counter() - t
         print(f"\ntrain_bpe: vocab {len(trained)} ({len(trained.merges)} merges) on {size:.2f} MB of Python docs "
               f"({len(corpus)} texts) in {took:.2f} s")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
