@@ -127,13 +127,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     files = [str(Path(folder) / n) for n in ("vocab.json", "merges.txt")]
 
-
     text = topics_text() * args.copies
     units = [u for u in (text.splitlines() if args.unit == "line" else text.split("\n\n")) if u.strip()]
     mb = sum(len(u.encode("utf-8")) for u in units) / 1e6
     print(f"text: pydoc_data.topics x{args.copies}, {mb:.3f} MB in {len(units)} {args.unit}s "
           f"(Python {sys.version.split()[0]}); {args.passes} passes each, one call per {args.unit}")
-
 
     # load time: the first load, then the best of 5 (file already in the OS cache)
     # (CPU time too: on a shared machine it is what a busy neighbour changes least)
