@@ -117,6 +117,29 @@ def test_explain_shows_every_step(roberta):
     assert roberta.encode("Hello world <mask>") == [0, 31414, 232, 50264, 2]
 
 
+def test_explain_returns_data(roberta, small):
+    from minibort.tokenizer import ExplainedSegment, ExplainedSpecial, MergeStep
+    shown = roberta.explain("Hello world <mask>")
+    assert str(shown) == shown.render() and shown.ids == roberta.encode("Hello world <mask>") and shown.wrapped
+    segment, special = shown.pieces
+    assert isinstance(segment, ExplainedSegment) and isinstance(special, ExplainedSpecial)
+    assert (special.start, special.end, special.token, special.id) == (11, 18, "<mask>", 50264)  # " <mask>"
+    hello, world = segment.words
+    assert (hello.text, hello.utf8, hello.symbols) == ("Hello", b"Hello", ["H", "e", "l", "l", "o"])
+    assert hello.merges[0] == MergeStep(("l", "l"), 41, ["H", "e", "ll", "o"])
+    assert [m.rank for m in hello.merges] == [41, 439, 10853, 15240] and hello.merges[-1].symbols == ["Hello"]
+    assert (world.symbols[0], world.tokens, world.ids) == ("Ġ", ["Ġworld"], [232])
+    # on any vocab: the merges shown lead to the ids encode gives, and each step's rank is its pair's
+    for text in (TRAINING_TEXT, "a <mask> b", "no merges: \x00\x01"):
+        e = small.explain(text)
+        assert e.ids == small.encode(text)
+        for word in (w for p in e.pieces if isinstance(p, ExplainedSegment) for w in p.words):
+            assert (word.merges[-1].symbols if word.merges else word.symbols) == word.tokens
+            assert [small.merges[m.rank] for m in word.merges] == [m.pair for m in word.merges]
+    with pytest.raises(TokenizerError, match="str"):
+        small.explain(None)
+
+
 # ----------------------------------------------------------------------------------- batch call
 def test_batch_padding_and_arrays(roberta):
     out = roberta(["Hello world", "a"])
