@@ -12,7 +12,7 @@
   shifting its bits left by 16 gives the float32 with the same value, exactly.
 - `cast_float(arr, dtype)`: floating tensors are converted to the caller's dtype; integer and bool
   tensors (e.g. `position_ids`) never are.
-- `checked_int(value, what, where)` / `checked_numel(shape, what, where)`: every size, stride,
+- `checked_int(value, what, where)` / `checked_numel(shape, itemsize, what, where)`: every size, stride,
   offset and count a file declares is a Python int in the int64 range, checked *before* it is
   multiplied, so a hostile file cannot make us compute with numbers of a million digits.
 """
@@ -66,11 +66,21 @@ def checked_int(value: object, what: str, where: str) -> int:
     return value
 
 
-def checked_numel(shape: tuple[int, ...] | list[int], what: str, where: str) -> int:
-    """The element count of `shape`, each dimension and the product checked to be an int64."""
+def checked_numel(shape: tuple[int, ...] | list[int], itemsize: int, what: str, where: str) -> int:
+    """The element count of `shape`, after checking that NumPy can make an array of it.
+
+    Each dimension must be an int in [0, 2**63). NumPy also refuses a shape whose non-zero dimensions
+    multiply (times the item size) past 2**63 even when another dimension is 0 and the array would
+    be empty, e.g. (0, 2**62) of float32; such a shape is refused here too, as a CheckpointError.
+    """
+    dims = [checked_int(d, f"{what} dimension {i}", where) for i, d in enumerate(shape)]
+    span = itemsize
+    for d in dims:
+        span *= max(d, 1)
+        if span > INT64_MAX:
+            raise CheckpointError(f"{where}: {what} {dims} is too large for an array (more than 2**63 bytes, "
+                                  "counting only its non-zero dimensions)"[:300])
     numel = 1
-    for i, d in enumerate(shape):
-        numel *= checked_int(d, f"{what} dimension {i}", where)
-        if numel > INT64_MAX:
-            raise CheckpointError(f"{where}: {what} {list(shape)} has more than 2**63 elements"[:300])
+    for d in dims:
+        numel *= d
     return numel

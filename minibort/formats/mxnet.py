@@ -18,7 +18,7 @@ import struct
 
 import numpy as np
 
-from .common import CheckpointError, cast_float, file_bytes, widen_bf16
+from .common import CheckpointError, cast_float, checked_numel, file_bytes, widen_bf16
 
 LIST_MAGIC = 0x112
 ND_MAGICS = {0xF993FAC9: 2, 0xF993FACA: 3}         # NDArray V2 (MXNet 1.x), V3 (numpy-shape mode)
@@ -60,15 +60,11 @@ def load_mxnet_params(path: str | os.PathLike, dtype: np.dtype | type | None = n
         if not 0 <= ndim <= 32:
             raise CheckpointError(f"{path}: array {i}: bad number of dimensions {ndim}")
         shape = r.unpack(f"<{ndim}q")
-        if any(d < 0 for d in shape):
-            raise CheckpointError(f"{path}: array {i}: negative dimension in {shape}")
         _dev_type, _dev_id, flag = r.unpack("<iii")
         if flag not in MX_DTYPES:
             raise CheckpointError(f"{path}: array {i}: unknown dtype flag {flag}")
         dt = np.dtype(MX_DTYPES[flag])
-        numel = 1
-        for d in shape:
-            numel *= d
+        numel = checked_numel(shape, dt.itemsize, f"array {i} shape", path)   # no negative or huge dims
         raw = r.take(numel * dt.itemsize, f"array {i} data ({shape}, {dt})")
         arr = raw.view(dt).reshape(shape)
         if flag == 12:

@@ -9,10 +9,11 @@ The header maps each tensor name to `{"dtype": "F32", "shape": [2, 3], "data_off
 of string -> string. Tensors are stored row-major (C order), little-endian, with no padding inside.
 
 Reading checks the whole header before any tensor byte is looked at: the header fits in the file,
-every dtype is known, `prod(shape) * itemsize` equals the tensor's byte span, and the spans lie
-inside the file without overlapping. A file that fails any check raises `CheckpointError`; nothing
-is allocated beyond the header's own size, so a hostile header cannot make us allocate more than
-the file holds.
+no key appears twice, every dtype is known, every dimension is an int64 and `prod(shape) * itemsize`
+equals the tensor's byte span, and the spans tile the data buffer exactly (no overlap, no gap, no
+trailing bytes), as the reference implementation requires. A file that fails any check raises
+`CheckpointError`; nothing is allocated beyond the header's own size, so a hostile header cannot
+make us allocate more than the file holds.
 
 Tensors come back as NumPy views of a copy-on-write memory map (`np.memmap(mode="c")`): nothing is
 read until it is used, writing to an array never changes the file (`mmap=False` reads the file into
@@ -22,14 +23,13 @@ float32 (`formats.common.widen_bf16`).
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 
 import numpy as np
 
 from .._files import atomic_open
-from .common import CheckpointError, cast_float, file_bytes, widen_bf16
+from .common import CheckpointError, cast_float, checked_numel, file_bytes, widen_bf16
 
 # safetensors dtype name -> NumPy dtype (little-endian). BF16 is read as raw uint16 and widened.
 DTYPES: dict[str, np.dtype] = {
@@ -68,7 +68,9 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, dict], dict[str, str
     if len(raw) != n:
         raise CheckpointError(f"{path}: file shrank while reading the header")
     try:
-        header = json.loads(raw.decode("utf-8"))
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_refuse_duplicate_keys)
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from None
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         # ValueError covers JSONDecodeError and over-long integers; RecursionError a nesting bomb.
         raise CheckpointError(f"{path}: header is not valid JSON ({type(e).__name__}: {e})"[:300]) from None
@@ -86,12 +88,30 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, dict], dict[str, str
     for name, info in header.items():
         entries[name] = _check_entry(path, name, info, data_size, data_start)
 
-    # Spans must not overlap: sort by start and compare each with the previous end.
-    spans = sorted((e["begin"], e["end"], name) for name, e in entries.items() if e["end"] > e["begin"])
-    for (b0, e0, n0), (b1, e1, n1) in itertools.pairwise(spans):
-        if b1 < e0:
-            raise CheckpointError(f"{path}: tensors {n0!r} and {n1!r} overlap in the data buffer")
+    # The tensors tile the data buffer exactly, as the reference implementation requires: sorted by
+    # offset, each starts where the previous one ended, and the last ends at the end of the file.
+    # (Gaps could hide data; overlaps would make two tensors share bytes.)
+    expected = data_start
+    for begin, end, name in sorted((e["begin"], e["end"], name) for name, e in entries.items()):
+        if begin != expected:
+            what = "overlaps the tensor before it" if begin < expected else "leaves a gap before it"
+            raise CheckpointError(f"{path}: tensor {name!r} starts at byte {begin - data_start} of the data "
+                                  f"buffer and {what} (expected byte {expected - data_start})"[:300])
+        expected = end
+    if expected != file_size:
+        raise CheckpointError(f"{path}: {file_size - expected} bytes after the last tensor belong to no tensor")
     return entries, metadata, data_start, file_size
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    """`json.loads` hook: a JSON object naming one key twice is refused (json keeps the last silently)."""
+    out: dict[str, object] = {}
+    for key, value in pairs:
+        if key in out:
+            raise CheckpointError(f"the header names {key!r} more than once; the safetensors format "
+                                  "refuses such a file (which entry counts would be a guess)"[:300])
+        out[key] = value
+    return out
 
 
 def _check_entry(path: str, name: str, info: object, data_size: int, data_start: int) -> dict:
@@ -100,10 +120,9 @@ def _check_entry(path: str, name: str, info: object, data_size: int, data_start:
     if not isinstance(info, dict):
         raise CheckpointError(f"{where}: entry must be an object")
     dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-    if dtype not in DTYPES:
+    if not isinstance(dtype, str) or dtype not in DTYPES:
         raise CheckpointError(f"{where}: unknown dtype {dtype!r} (known: {', '.join(DTYPES)})"[:300])
-    if (not isinstance(shape, list) or len(shape) > MAX_NDIM
-            or not all(type(d) is int and d >= 0 for d in shape)):
+    if not isinstance(shape, list) or len(shape) > MAX_NDIM:
         raise CheckpointError(f"{where}: shape must be a list of at most {MAX_NDIM} non-negative integers")
     if (not isinstance(offsets, list) or len(offsets) != 2
             or not all(type(o) is int for o in offsets)):
@@ -112,10 +131,7 @@ def _check_entry(path: str, name: str, info: object, data_size: int, data_start:
     if not 0 <= begin <= end <= data_size:
         raise CheckpointError(
             f"{where}: data_offsets [{begin}, {end}] lie outside the data buffer ({data_size} bytes)")
-    # Python integers do not overflow, so a hostile shape like [2**40, 2**40] is simply too big.
-    numel = 1
-    for d in shape:
-        numel *= d
+    numel = checked_numel(shape, DTYPES[dtype].itemsize, "shape", where)   # each dim an int64, first
     if numel * DTYPES[dtype].itemsize != end - begin:
         raise CheckpointError(
             f"{where}: shape {shape} of {dtype} needs {numel * DTYPES[dtype].itemsize} bytes "

@@ -34,7 +34,7 @@ import zlib
 import numpy as np
 
 from .._files import atomic_open
-from .common import CheckpointError, cast_float, file_bytes, widen_bf16
+from .common import CheckpointError, cast_float, checked_int, checked_numel, file_bytes, widen_bf16
 
 
 class _StorageType:
@@ -119,9 +119,10 @@ class _Storage:
 
 
 def _as_int_tuple(x: object, what: str) -> tuple[int, ...]:
-    if not isinstance(x, (tuple, list)) or len(x) > 64 or not all(type(v) is int for v in x):
+    """A tensor's size or stride: at most 64 integers, each in [0, 2**63), checked before any arithmetic."""
+    if not isinstance(x, (tuple, list)) or len(x) > 64:
         raise CheckpointError(f"data.pkl: tensor {what} must be a tuple of at most 64 integers, got {x!r}"[:200])
-    return tuple(x)
+    return tuple(checked_int(v, f"tensor {what}", "data.pkl") for v in x)
 
 
 def _rebuild_tensor_v2(storage: object, storage_offset: object, size: object, stride: object,
@@ -130,11 +131,10 @@ def _rebuild_tensor_v2(storage: object, storage_offset: object, size: object, st
     """Our `torch._utils._rebuild_tensor_v2`: check the view lies inside its storage, build no array yet."""
     if not isinstance(storage, _Storage):
         raise CheckpointError("data.pkl: a tensor's storage is not a persistent storage reference")
-    if type(storage_offset) is not int or storage_offset < 0:
-        raise CheckpointError(f"data.pkl: bad storage offset {storage_offset!r}"[:200])
+    storage_offset = checked_int(storage_offset, "storage offset", "data.pkl")
     size, stride = _as_int_tuple(size, "size"), _as_int_tuple(stride, "stride")
-    if len(size) != len(stride) or any(s < 0 for s in size) or any(s < 0 for s in stride):
-        raise CheckpointError(f"data.pkl: bad tensor size {size} / stride {stride}"[:200])
+    if len(size) != len(stride):
+        raise CheckpointError(f"data.pkl: tensor size {size} and stride {stride} differ in length"[:200])
     numel = storage.array.shape[0]
     if all(s > 0 for s in size):
         last = storage_offset + sum((n - 1) * st for n, st in zip(size, stride))   # largest index read
@@ -144,9 +144,7 @@ def _rebuild_tensor_v2(storage: object, storage_offset: object, size: object, st
                 f"past the end of its storage ({numel} elements)"[:300])
     elif storage_offset > numel:
         raise CheckpointError("data.pkl: empty tensor's offset lies past its storage")
-    count = 1
-    for n in size:
-        count *= n
+    count = checked_numel(size, storage.array.dtype.itemsize, "tensor size", "data.pkl")
     if count > numel:                                 # e.g. stride 0 repeating one element 2**40 times
         raise CheckpointError(f"data.pkl: tensor of size {size} has more elements than its storage ({numel})"[:300])
     return _Tensor(storage, storage_offset, size, stride)
@@ -200,28 +198,146 @@ _ALLOWED_OPCODES = frozenset((
 ))
 
 
-def _prescan_pickle(data: bytes, where: str) -> None:
-    """Walk the opcodes without executing them: refuse unexpected opcodes and absurd memo indices.
+# Limits of a state-dict pickle, checked before it runs. torch.save writes about 20 small objects per
+# tensor, nested 4 deep (dict -> rebuild call -> argument tuple -> persistent id); a 100-tensor model's
+# data.pkl is about 20 kB. A hostile pickle can make the unpickler build a million-deep tuple (hashing
+# it as a dict key overflows the C stack: a crash no `try` can catch), a list of tens of millions of
+# items (75 bytes of memory per byte of file) or integers of a million digits.
+MAX_PICKLE_BYTES = 16 * 2 ** 20
+MAX_PICKLE_OBJECTS = 500_000          # values pushed on the unpickler's stack
+MAX_PICKLE_NESTING = 32               # containers inside containers
+MAX_PICKLE_INT = 2 ** 63              # every integer of a state dict fits in int64
 
-    CPython's C unpickler grows its memo table to twice the largest index it is asked to store, so
-    `LONG_BINPUT 4000000000` alone would allocate tens of gigabytes. Real memo indices count up from 0
-    and so stay below the number of opcodes; we require less than the pickle's length in bytes.
+# How each allowed opcode changes the unpickler's stack, for the pre-scan (see `_PickleShape`).
+_PUSH_SCALAR = frozenset((
+    "NONE", "NEWTRUE", "NEWFALSE", "INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4",
+    "FLOAT", "BINFLOAT", "STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE",
+    "SHORT_BINUNICODE", "BINUNICODE8", "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "GLOBAL"))
+_TUPLE_N = {"TUPLE1": 1, "TUPLE2": 2, "TUPLE3": 3}
+
+
+class _PickleShape:
+    """A model of the unpickler's stack that tracks only each value's nesting depth (0 = not a container).
+
+    Replaying the opcodes on it costs a few integers per value, so the limits above are checked
+    before the real unpickler builds anything.
     """
-    puts = 0                                          # memo entries stored so far
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.stack: list[int] = []        # nesting depth of each value on the stack
+        self.marks: list[int] = []        # stack heights at each MARK
+        self.memo: dict[int, int] = {}    # memo index -> depth of the value stored there
+        self.pushed = 0
+
+    def push(self, depth: int, pos: int) -> None:
+        self.pushed += 1
+        if self.pushed > MAX_PICKLE_OBJECTS:
+            raise CheckpointError(f"{self.where}: data.pkl builds more than {MAX_PICKLE_OBJECTS} objects "
+                                  f"(at byte {pos}); a state dict needs about 20 per tensor")
+        self.check_depth(depth, pos)
+        self.stack.append(depth)
+
+    def check_depth(self, depth: int, pos: int) -> None:
+        if depth > MAX_PICKLE_NESTING:
+            raise CheckpointError(
+                f"{self.where}: data.pkl nests containers more than {MAX_PICKLE_NESTING} levels deep "
+                f"(at byte {pos}); a state dict nests 4. Refused before unpickling: such a file "
+                "can crash the interpreter.")
+
+    def pop(self, n: int = 1) -> list[int]:
+        floor = self.marks[-1] if self.marks else 0
+        if len(self.stack) - n < floor:
+            raise CheckpointError(f"{self.where}: malformed pickle (stack underflow)")
+        out = self.stack[len(self.stack) - n:]
+        del self.stack[len(self.stack) - n:]
+        return out
+
+    def pop_mark(self) -> list[int]:
+        if not self.marks:
+            raise CheckpointError(f"{self.where}: malformed pickle (no MARK)")
+        out = self.stack[self.marks[-1]:]
+        del self.stack[self.marks.pop():]
+        return out
+
+    def add_to_top(self, items: list[int], pos: int) -> None:
+        """APPEND(S), SETITEM(S), BUILD: the container on top now holds `items`."""
+        if not self.stack:
+            raise CheckpointError(f"{self.where}: malformed pickle (nothing to add to)")
+        depth = max(self.stack[-1], 1 + max(items, default=0))
+        self.check_depth(depth, pos)
+        self.stack[-1] = depth
+
+    def step(self, name: str, arg: object, pos: int) -> None:
+        """Apply one opcode's effect on the stack."""
+        if name in _PUSH_SCALAR:
+            if type(arg) is int and not -MAX_PICKLE_INT <= arg < MAX_PICKLE_INT:
+                raise CheckpointError(f"{self.where}: data.pkl holds a {arg.bit_length()}-bit integer at "
+                                      f"byte {pos}; a state dict's sizes and offsets fit in 64 bits")
+            self.push(0, pos)
+        elif name in ("EMPTY_TUPLE", "EMPTY_LIST", "EMPTY_DICT"):
+            self.push(1, pos)
+        elif name == "MARK":
+            self.marks.append(len(self.stack))
+        elif name in ("TUPLE", "LIST", "DICT"):
+            self.push(1 + max(self.pop_mark(), default=0), pos)
+        elif name in _TUPLE_N:
+            self.push(1 + max(self.pop(_TUPLE_N[name])), pos)
+        elif name == "APPEND":
+            self.add_to_top(self.pop(1), pos)
+        elif name == "SETITEM" or name == "BUILD":
+            self.add_to_top(self.pop(2 if name == "SETITEM" else 1), pos)
+        elif name in ("APPENDS", "SETITEMS"):
+            self.add_to_top(self.pop_mark(), pos)
+        elif name == "POP":
+            if self.marks and self.marks[-1] == len(self.stack):
+                self.marks.pop()
+            else:
+                self.pop(1)
+        elif name == "POP_MARK":
+            self.pop_mark()
+        elif name == "DUP":
+            self.push(self.pop(1)[0], pos)
+            self.push(self.stack[-1], pos)
+        elif name in ("STACK_GLOBAL", "REDUCE"):      # callable/args -> result; module/name -> global
+            self.push(max(self.pop(2)), pos)
+        elif name == "BINPERSID":
+            self.pop(1)
+            self.push(0, pos)
+        elif name in ("GET", "BINGET", "LONG_BINGET"):
+            if arg not in self.memo:
+                raise CheckpointError(f"{self.where}: pickle memo index {arg!r} at byte {pos} is out of range")
+            self.push(self.memo[arg], pos)
+        elif name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+            # CPython's C unpickler grows its memo table to twice the largest index it is asked to
+            # store, so `LONG_BINPUT 4000000000` alone would allocate tens of gigabytes. Real memo
+            # indices count up from 0: we allow at most one past the entries stored so far.
+            index = len(self.memo) if name == "MEMOIZE" else arg
+            if not isinstance(index, int) or not 0 <= index <= len(self.memo) or not self.stack:
+                raise CheckpointError(f"{self.where}: pickle memo index {arg!r} at byte {pos} is out of range")
+            self.memo[index] = self.stack[-1]
+        # PROTO, FRAME and STOP leave the stack alone.
+
+
+def _prescan_pickle(data: bytes, where: str) -> None:
+    """Walk the opcodes without executing them, refusing what a state dict never holds.
+
+    Refused: opcodes outside `_ALLOWED_OPCODES`, globals outside the allow-list, memo indices out of
+    range, and pickles beyond the limits above (size, objects, nesting depth, integer size).
+    """
+    if len(data) > MAX_PICKLE_BYTES:
+        raise CheckpointError(f"{where}: data.pkl is {len(data)} bytes, more than the {MAX_PICKLE_BYTES} a "
+                              "state dict needs (about 200 bytes per tensor)")
+    shape = _PickleShape(where)
     try:
         for op, arg, pos in pickletools.genops(data):
             if op.name not in _ALLOWED_OPCODES:
                 raise CheckpointError(f"{where}: pickle opcode {op.name} at byte {pos} is not allowed "
                                       "in a state dict")
-            if op.name in ("PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET"):
-                limit = puts if "PUT" in op.name else puts - 1    # store at most one past the end
-                if not isinstance(arg, int) or not 0 <= arg <= limit:
-                    raise CheckpointError(f"{where}: pickle memo index {arg!r} at byte {pos} is out of range")
-            if "PUT" in op.name or op.name == "MEMOIZE":
-                puts += 1
             if op.name == "GLOBAL":
                 module, _, name = str(arg).partition(" ")
                 _find_allowed(module, name, where)
+            shape.step(op.name, arg, pos)
             if op.name == "STOP":
                 return
     except CheckpointError:
@@ -255,10 +371,10 @@ class _StateDictUnpickler(pickle.Unpickler):
     def persistent_load(self, pid: object) -> _Storage:
         # torch.save writes ('storage', storage_type, key, location, numel) for every storage.
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
-                and isinstance(pid[1], _StorageType) and isinstance(pid[2], str)
-                and type(pid[4]) is int and pid[4] >= 0):
+                and isinstance(pid[1], _StorageType) and isinstance(pid[2], str)):
             raise CheckpointError(f"{self.storages.where}: unexpected persistent id {pid!r}"[:300])
-        return self.storages.get(pid[2], pid[1], pid[4])
+        numel = checked_int(pid[4], "storage element count", self.storages.where)
+        return self.storages.get(pid[2], pid[1], numel)
 
 
 class _ZipStorages:
@@ -332,6 +448,11 @@ def load_torch_zip(path: str | os.PathLike, dtype: np.dtype | type | None = np.f
 def _load_torch_zip(path: str, dtype: np.dtype | None, verify_crc: bool, mmap: bool) -> dict[str, np.ndarray]:
     file_size = os.path.getsize(path)
     with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+        if len(set(names)) != len(names):
+            dup = sorted(n for n, k in collections.Counter(names).items() if k > 1)
+            raise CheckpointError(f"{path}: the zip archive holds {dup[:3]} more than once; readers disagree "
+                                  "on which copy counts (torch takes the first), so the file is refused"[:300])
         # The archive's top folder is named after the file torch.save was given; find it via data.pkl.
         pkls = [n for n in zf.namelist() if n.endswith("data.pkl") and n.count("/") == 1]
         if len(pkls) != 1:
