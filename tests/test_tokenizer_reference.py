@@ -15,12 +15,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from minibort import train_bpe
+from minibort.bench.tokenizer import rust_roberta
 from minibort.bpe import PRETOKENIZE_RE, bytes_to_unicode
 from minibort.tokenizer import Tokenizer
 
 rust = pytest.importorskip("tokenizers", reason="the Rust `tokenizers` package (reference extra) is not installed")
-from tokenizers import AddedToken, decoders, pre_tokenizers, processors
-from tokenizers.models import BPE
+from tokenizers import pre_tokenizers
 
 pytestmark = pytest.mark.reference
 
@@ -57,18 +57,6 @@ def same_tables(s: str) -> str:
 
 text = st.lists(st.one_of(st.text(max_size=8), st.sampled_from(FRAGMENTS)), max_size=12).map("".join).map(
     same_tables)
-
-
-def rust_roberta(vocab_file: str, merges_file: str, add_prefix_space: bool = False) -> rust.Tokenizer:
-    """The Rust tokenizer as transformers builds RoBERTa's: ByteLevel BPE, RobertaProcessing, all the
-    specials added, <mask> with lstrip. Offsets are not trimmed, so they can be compared exactly."""
-    tok = rust.Tokenizer(BPE.from_file(vocab_file, merges_file))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
-    tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0), add_prefix_space=add_prefix_space,
-                                                      trim_offsets=False)
-    tok.add_special_tokens(["<s>", "<pad>", "</s>", "<unk>", AddedToken("<mask>", lstrip=True)])
-    return tok
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +98,22 @@ def test_every_byte_and_special_alone(pair):
 def test_ids_match_rust(pair, s):
     ours, ref = pair
     assert ours.encode(s) == ref.encode(s).ids
+
+
+@settings(max_examples=30, deadline=None)
+@given(s=st.text(alphabet="abcdeilnorst Ġ-", min_size=200, max_size=3000))
+def test_long_words_match_rust(pair, s):
+    # long runs of letters: many merges per word, where the heap's order of merging shows
+    ours, ref = pair
+    assert ours.encode(s) == ref.encode(s).ids
+
+
+def test_a_100k_letter_word_matches_rust(pair):
+    import random
+    ours, ref = pair
+    rng = random.Random(1)
+    word = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(100_000))
+    assert ours.encode(word) == ref.encode(word).ids
 
 
 @PROPERTY

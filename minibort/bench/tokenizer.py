@@ -89,15 +89,18 @@ def time_passes(encode, units: list[str], passes: int) -> tuple[list[float], str
     return times, first
 
 
-def rust_roberta(vocab_file: str, merges_file: str):
-    """The Rust tokenizer configured as transformers configures RoBERTa's (see the reference tests)."""
+def rust_roberta(vocab_file: str, merges_file: str, add_prefix_space: bool = False):
+    """The Rust tokenizer as transformers builds RoBERTa's: ByteLevel BPE, RobertaProcessing, all the
+    specials added, <mask> with lstrip (the reference tests compare against this one too). Offsets are
+    not trimmed, so they can be compared exactly."""
     import tokenizers
     from tokenizers import AddedToken, decoders, pre_tokenizers, processors
     from tokenizers.models import BPE
     tok = tokenizers.Tokenizer(BPE.from_file(vocab_file, merges_file))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
     tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0), add_prefix_space=False)
+    tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0), add_prefix_space=add_prefix_space,
+                                                      trim_offsets=False)
     tok.add_special_tokens(["<s>", "<pad>", "</s>", "<unk>", AddedToken("<mask>", lstrip=True)])
     return tok
 
