@@ -7,14 +7,15 @@ Text becomes ids in five steps, each a few lines below, in this order:
 2. each remaining stretch of text is split into words by GPT-2's regex (`PRETOKENIZE_PATTERN`, in
    `bpe.py`): "Hello world!" -> "Hello", " world", "!". A word keeps the space in front of it.
 3. each word is turned into its UTF-8 bytes, and each byte into one printable character
-   (`bytes_to_unicode`: " " -> "Ġ", "\\n" -> "Ċ"), so every string, emoji and all, is spelled with
+   (`bytes_to_unicode`, bpe.py: " " -> "Ġ", "\\n" -> "Ċ"), so every string, emoji and all, is spelled with
    256 symbols and nothing is ever unknown.
 4. byte-pair merges are applied, lowest rank (= learned earliest) first, until no pair of neighbouring
-   symbols has a merge: "Ġ w o r l d" -> "Ġw o r l d" -> ... -> "Ġworld"; each symbol is a vocab id.
+   symbols has a merge: "Ġ w o r l d" -> "Ġw o r l d" -> ... -> "Ġworld"; each symbol is a vocab id
+   (`apply_merges` in bpe.py, with the readable form beside the fast one).
 5. `<s> A </s>` (or `<s> A </s></s> B </s>` for a pair) is put around the ids.
 
-Decoding runs step 3 backwards: ids -> symbols -> bytes -> UTF-8 text. Loading and checking the
-vocab.json / merges.txt files comes last in this file.
+Decoding runs step 3 backwards: ids -> symbols -> bytes -> UTF-8 text. `explain` shows every step
+as data; loading and saving (vocab.json, merges.txt, read and checked in `bpe.py`) come last.
 
     >>> tok = Tokenizer.from_pretrained("amazon/bort")
     >>> tok.encode("The capital of France is <mask>.")
