@@ -139,7 +139,64 @@ def check_inputs(input_ids, attention_mask, config: BortConfig):
         if not (np.issubdtype(mask.dtype, np.integer) or mask.dtype == bool
                 or np.issubdtype(mask.dtype, np.floating)):
             raise InputError(f"attention_mask must hold 0/1 values, got dtype {mask.dtype}")
+        bad = (mask != 0) & (mask != 1)                       # (B, T); NaN is neither, so it is caught
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise InputError(f"attention_mask must hold 0/1 values (1 = a real token, 0 = padding), got "
+                             f"{mask[where]} at {where}; build it as (input_ids != pad_token_id)")
     return ids.astype(np.int64, copy=False), mask, was_1d
+
+
+# ------------------------------------------------------------------------------------ memory check
+
+MEMORY_FRACTION = 0.8              # of physical memory, unless MINIBORT_MEMORY_LIMIT says otherwise
+
+
+def memory_limit() -> int:
+    """Bytes one call may plan to use: MINIBORT_MEMORY_LIMIT (bytes, or with a K/M/G suffix; 0 = no
+    limit) if set, else MEMORY_FRACTION of the machine's physical memory (0 where it is unknown)."""
+    env = os.environ.get("MINIBORT_MEMORY_LIMIT", "").strip().upper()
+    if env:
+        scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(env[-1], 1)
+        try:
+            return int(float(env.rstrip("KMG")) * scale)
+        except ValueError:
+            raise InputError(f"MINIBORT_MEMORY_LIMIT={env!r} is not a size; give bytes or e.g. 8G") from None
+    try:
+        return int(MEMORY_FRACTION * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):          # not a POSIX system: no estimate to compare
+        return 0
+
+
+def estimate_memory(config: BortConfig, B: int, T: int, dtype, logit_rows: int = 0,
+                    training: bool = False) -> int:
+    """Bytes held by the two arrays that grow fastest: attention scores (B, N, T, T) and logits (R, V).
+
+    Inference keeps one block's scores alive (plus one temporary of that size); a training step keeps
+    every block's probabilities, and with dropout their dropped copy, for the backward. Logits count
+    twice: the array and its softmax (or gradient). Weights and (B, T, H) activations come on top.
+    """
+    s = np.dtype(dtype).itemsize
+    attention = B * config.num_attention_heads * T * T * s                      # one (B, N, T, T) array
+    copies = 2
+    if training:
+        copies += config.num_hidden_layers * (2 if config.attention_probs_dropout_prob > 0 else 1)
+    return attention * copies + 2 * logit_rows * config.vocab_size * s
+
+
+def check_memory(config: BortConfig, shape: tuple[int, int], dtype, logit_rows: int = 0,
+                 training: bool = False) -> None:
+    """Refuse, before allocating, a call whose estimate exceeds `memory_limit()`, naming the fix."""
+    limit = memory_limit()
+    B, T = shape
+    need = estimate_memory(config, B, T, dtype, logit_rows, training)
+    if limit and need > limit:
+        raise InputError(
+            f"this call needs about {need / 2**30:.1f} GiB ({np.dtype(dtype).name}: attention {B} x "
+            f"{config.num_attention_heads} x {T}^2 per block, logits {logit_rows} x {config.vocab_size}), "
+            f"more than the limit of {limit / 2**30:.1f} GiB; use a smaller batch or shorter sequences, "
+            "or positions= to compute logits only where you need them (the limit is "
+            f"{MEMORY_FRACTION:.0%} of physical memory; MINIBORT_MEMORY_LIMIT overrides it)")
 
 
 # ------------------------------------------------------------------------------------ the encoder
@@ -154,16 +211,16 @@ def encoder_layer(P: dict, pre: str, cfg: BortConfig, x: np.ndarray, mask_bias: 
         mask_bias, cfg.num_attention_heads, cfg.attention_probs_dropout_prob, rng)   # (B, T, H)
     a, c_ao = L.linear(ctx, P[pre + "attention.output.dense.weight"],
                        P[pre + "attention.output.dense.bias"])                     # (B, T, H)
-    a, c_ad = L.dropout(a, cfg.hidden_dropout_prob, rng)
-    a += x                                             # the residual, added in place: a is our own
+    a, c_ad = L.dropout(a, cfg.hidden_dropout_prob, rng)                           # (B, T, H)
+    a += x                                     # (B, T, H) the residual, added in place: a is our own
     h1, c_ln1 = L.layer_norm(a, P[pre + "attention.output.LayerNorm.weight"],
-                             P[pre + "attention.output.LayerNorm.bias"], cfg.layer_norm_eps)
+                             P[pre + "attention.output.LayerNorm.bias"], cfg.layer_norm_eps)  # (B, T, H)
     f, c_f1 = L.linear(h1, P[pre + "intermediate.dense.weight"],
                        P[pre + "intermediate.dense.bias"])                         # (B, T, I)
     g, c_g = L.gelu(f)                                                             # (B, T, I)
     o, c_f2 = L.linear(g, P[pre + "output.dense.weight"], P[pre + "output.dense.bias"])  # (B, T, H)
-    o, c_od = L.dropout(o, cfg.hidden_dropout_prob, rng)
-    o += h1                                            # the residual, in place
+    o, c_od = L.dropout(o, cfg.hidden_dropout_prob, rng)                           # (B, T, H)
+    o += h1                                    # (B, T, H) the residual, in place
     h2, c_ln2 = L.layer_norm(o, P[pre + "output.LayerNorm.weight"],
                              P[pre + "output.LayerNorm.bias"], cfg.layer_norm_eps)  # (B, T, H)
     cache = (c_att, c_ao, c_ad, c_ln1, c_f1, c_g, c_f2, c_od, c_ln2)
@@ -171,27 +228,38 @@ def encoder_layer(P: dict, pre: str, cfg: BortConfig, x: np.ndarray, mask_bias: 
     return h2, cache, inter
 
 
+def _put(grads: dict, name: str, dw: np.ndarray, db: np.ndarray) -> None:
+    """Store a layer's two parameter gradients under `name.weight` and `name.bias`."""
+    grads[name + ".weight"] = dw
+    grads[name + ".bias"] = db
+
+
 def encoder_layer_backward(dh2: np.ndarray, cache, pre: str, grads: dict) -> np.ndarray:
-    """The block read upwards. Writes parameter gradients into `grads`, returns d(input)."""
+    """The block read upwards: (B, T, H) gradient of its output -> (B, T, H) gradient of its input.
+
+    Each line undoes the forward line named in its comment, bottom of `encoder_layer` first.
+    Parameter gradients are written into `grads`.
+    """
     c_att, c_ao, c_ad, c_ln1, c_f1, c_g, c_f2, c_od, c_ln2 = cache
-    ds2, grads[pre + "output.LayerNorm.weight"], grads[pre + "output.LayerNorm.bias"] = \
-        L.layer_norm_backward(dh2, c_ln2)                       # d(h1 + o)
-    do = L.dropout_backward(ds2, c_od)
-    dg, grads[pre + "output.dense.weight"], grads[pre + "output.dense.bias"] = L.linear_backward(do, c_f2)
-    df = L.gelu_backward(dg, c_g)
-    dh1, grads[pre + "intermediate.dense.weight"], grads[pre + "intermediate.dense.bias"] = \
-        L.linear_backward(df, c_f1)
-    dh1 += ds2                                                  # the residual path around the FFN
-    ds1, grads[pre + "attention.output.LayerNorm.weight"], grads[pre + "attention.output.LayerNorm.bias"] = \
-        L.layer_norm_backward(dh1, c_ln1)                       # d(x + a)
-    da = L.dropout_backward(ds1, c_ad)
-    dctx, grads[pre + "attention.output.dense.weight"], grads[pre + "attention.output.dense.bias"] = \
-        L.linear_backward(da, c_ao)
-    dx, *dqkv = L.self_attention_backward(dctx, c_att)
-    for name, g in zip(("query.weight", "query.bias", "key.weight", "key.bias", "value.weight",
-                        "value.bias"), dqkv):
-        grads[pre + "attention.self." + name] = g
-    dx += ds1                                                   # the residual path around attention
+    ds2, dw, db = L.layer_norm_backward(dh2, c_ln2)            # (B, T, H)  h2 = LayerNorm(o + h1)
+    _put(grads, pre + "output.LayerNorm", dw, db)              # (H,), (H,)
+    do = L.dropout_backward(ds2, c_od)                         # (B, T, H)  o = dropout(o)
+    dg, dw, db = L.linear_backward(do, c_f2)                   # (B, T, I)  o = linear(g)  I -> H
+    _put(grads, pre + "output.dense", dw, db)                  # (H, I), (H,)
+    df = L.gelu_backward(dg, c_g)                              # (B, T, I)  g = gelu(f)
+    dh1, dw, db = L.linear_backward(df, c_f1)                  # (B, T, H)  f = linear(h1)  H -> I
+    _put(grads, pre + "intermediate.dense", dw, db)            # (I, H), (I,)
+    dh1 += ds2                                                 # (B, T, H)  the residual: o + h1
+    ds1, dw, db = L.layer_norm_backward(dh1, c_ln1)            # (B, T, H)  h1 = LayerNorm(a + x)
+    _put(grads, pre + "attention.output.LayerNorm", dw, db)    # (H,), (H,)
+    da = L.dropout_backward(ds1, c_ad)                         # (B, T, H)  a = dropout(a)
+    dctx, dw, db = L.linear_backward(da, c_ao)                 # (B, T, H)  a = linear(ctx)  H -> H
+    _put(grads, pre + "attention.output.dense", dw, db)        # (H, H), (H,)
+    dx, dWq, dbq, dWk, dbk, dWv, dbv = L.self_attention_backward(dctx, c_att)  # (B, T, H)  ctx = attn(x)
+    _put(grads, pre + "attention.self.query", dWq, dbq)        # (H, H), (H,)
+    _put(grads, pre + "attention.self.key", dWk, dbk)          # (H, H), (H,)
+    _put(grads, pre + "attention.self.value", dWv, dbv)        # (H, H), (H,)
+    dx += ds1                                                  # (B, T, H)  the residual: a + x
     return dx
 
 
@@ -236,16 +304,18 @@ def encoder_backward(dh: np.ndarray, cache, pre: str, cfg: BortConfig,
     grads: dict[str, np.ndarray] = {}
     for i in reversed(range(cfg.num_hidden_layers)):
         dh = encoder_layer_backward(dh, caches[i], f"{pre}encoder.layer.{i}.", grads)
-    dh = L.dropout_backward(dh, c_drop)
+    dh = L.dropout_backward(dh, c_drop)                         # (B, T, H)  x = dropout(x)
     e = pre + "embeddings."
-    dx, grads[e + "LayerNorm.weight"], grads[e + "LayerNorm.bias"] = L.layer_norm_backward(dh, c_ln)
-    grads[e + "word_embeddings.weight"] = L.embedding_backward(dx, c_word, cfg.pad_token_id, out=word_grad)
-    V_pos, H = cfg.max_position_embeddings, cfg.hidden_size
-    dpos = np.zeros((V_pos, H), dtype=dx.dtype)
+    dx, dw, db = L.layer_norm_backward(dh, c_ln)                # (B, T, H)  x = LayerNorm(x)
+    _put(grads, e + "LayerNorm", dw, db)                        # (H,), (H,)
+    # x = word + position + token type: each table gets dx at the rows it gave
+    grads[e + "word_embeddings.weight"] = L.embedding_backward(dx, c_word, cfg.pad_token_id,
+                                                               out=word_grad)      # (V, H)
+    dpos = np.zeros((cfg.max_position_embeddings, cfg.hidden_size), dtype=dx.dtype)
     dpos[:T] = dx.sum(axis=0)                                   # (T, H): each position, summed over batch
     grads[e + "position_embeddings.weight"] = dpos
-    dtype_ = np.zeros((cfg.type_vocab_size, H), dtype=dx.dtype)
-    dtype_[0] = dx.sum(axis=(0, 1))
+    dtype_ = np.zeros((cfg.type_vocab_size, cfg.hidden_size), dtype=dx.dtype)
+    dtype_[0] = dx.sum(axis=(0, 1))                             # (H,): every token is type 0
     grads[e + "token_type_embeddings.weight"] = dtype_
     return grads
 
@@ -255,24 +325,27 @@ def encoder_backward(dh: np.ndarray, cache, pre: str, cfg: BortConfig,
 
 def mlm_head(P: dict, cfg: BortConfig, h: np.ndarray, word_embeddings: np.ndarray):
     """(..., H) hidden states -> (..., V) logits through the decoder tied to the word embeddings."""
-    t, c1 = L.linear(h, P["cls.predictions.transform.dense.weight"], P["cls.predictions.transform.dense.bias"])
-    g, c2 = L.gelu(t)
+    t, c1 = L.linear(h, P["cls.predictions.transform.dense.weight"],
+                     P["cls.predictions.transform.dense.bias"])                    # (..., H)
+    g, c2 = L.gelu(t)                                                              # (..., H)
     n, c3 = L.layer_norm(g, P["cls.predictions.transform.LayerNorm.weight"],
-                         P["cls.predictions.transform.LayerNorm.bias"], cfg.mlm_eps)
+                         P["cls.predictions.transform.LayerNorm.bias"], cfg.mlm_eps)  # (..., H)
     logits, c4 = L.linear(n, word_embeddings, P["cls.predictions.bias"])          # (..., V)
     return logits, (c1, c2, c3, c4)
 
 
 def mlm_head_backward(dlogits: np.ndarray, cache):
-    """-> d(h), grads of the head, and the decoder's gradient for the (tied) word embeddings."""
+    """(..., V) gradient of the logits -> d(h) (..., H), the head's gradients, and the decoder's
+    gradient of the (tied) word embeddings (V, H). `mlm_head` read upwards."""
     c1, c2, c3, c4 = cache
-    g = {}
-    dn, d_word_embeddings, g["cls.predictions.bias"] = L.linear_backward(dlogits, c4)
-    dg, g["cls.predictions.transform.LayerNorm.weight"], g["cls.predictions.transform.LayerNorm.bias"] = \
-        L.layer_norm_backward(dn, c3)
-    dt = L.gelu_backward(dg, c2)
-    dh, g["cls.predictions.transform.dense.weight"], g["cls.predictions.transform.dense.bias"] = \
-        L.linear_backward(dt, c1)
+    g: dict[str, np.ndarray] = {}
+    dn, d_word_embeddings, db = L.linear_backward(dlogits, c4)  # (..., H)  logits = n @ E.T + b
+    g["cls.predictions.bias"] = db                              # (V,); d_word_embeddings is (V, H)
+    dg, dw, db = L.layer_norm_backward(dn, c3)                  # (..., H)  n = LayerNorm(g)
+    _put(g, "cls.predictions.transform.LayerNorm", dw, db)      # (H,), (H,)
+    dt = L.gelu_backward(dg, c2)                                # (..., H)  g = gelu(t)
+    dh, dw, db = L.linear_backward(dt, c1)                      # (..., H)  t = linear(h)  H -> H
+    _put(g, "cls.predictions.transform.dense", dw, db)          # (H, H), (H,)
     return dh, g, d_word_embeddings
 
 
@@ -302,7 +375,9 @@ class _Bort:
             params = self._adapt_state_dict(params, shapes, seed)
         self.params: dict[str, np.ndarray] = params
         self.training = False
-        self._rng: np.random.Generator | None = None
+        # Dropout draws from this generator and nothing else; it is seeded here, once (from `seed`,
+        # as a stream apart from the initialisation's), and again only by `seed(n)` or `train(seed=n)`.
+        self._rng = np.random.default_rng([seed, 1])
 
     # -------------------------------------------------------------- names
     @classmethod
@@ -352,23 +427,50 @@ class _Bort:
         return params
 
     # -------------------------------------------------------------- modes
-    def train(self, mode: bool = True, seed: int | None = 0):
-        """Training mode: dropout on, drawn from a generator seeded with `seed`. Returns self."""
-        self.training = mode
-        self._rng = np.random.default_rng(seed) if mode else None
+    def train(self, mode: bool = True, seed: int | None = None):
+        """Training mode (dropout on) or, with mode=False, evaluation mode. Returns self.
+
+        Only a flag is switched: the dropout generator goes on where it stopped, so
+        `train(); eval(); train()` continues one stream of masks. `seed=n` also reseeds it.
+        """
+        self.training = bool(mode)
+        if seed is not None:
+            self.seed(seed)
         return self
 
     def eval(self):
-        """Evaluation mode (the default): no dropout, deterministic."""
+        """Evaluation mode (the default): no dropout, deterministic. Returns self."""
         return self.train(False)
+
+    def seed(self, seed: int) -> None:
+        """Restart the dropout generator from `seed`: the same seed gives the same dropout masks."""
+        self._rng = np.random.default_rng(seed)
+
+    @property
+    def dropout_rng(self) -> np.random.Generator:
+        """The generator dropout draws from; a trainer saves and restores `dropout_rng.bit_generator.state`."""
+        return self._rng
 
     @property
     def num_parameters(self) -> int:
         return sum(v.size for v in self.params.values())
 
+    def __repr__(self) -> str:
+        """What a transformers user expects from `print(model)`: the class, the shape, the size."""
+        c = self.config
+        mode = "training (dropout on)" if self.training else "eval"
+        return (f"{type(self).__name__}(\n"
+                f"  {c.num_hidden_layers} layers, hidden {c.hidden_size}, {c.num_attention_heads} heads, "
+                f"FFN {c.intermediate_size}, vocab {c.vocab_size}, positions {c.max_position_embeddings}\n"
+                f"  dropout {c.hidden_dropout_prob} hidden / {c.attention_probs_dropout_prob} attention, "
+                f"mode {mode}\n"
+                f"  {self.num_parameters:,} parameters in {self.dtype.name} "
+                f"({self.num_parameters * self.dtype.itemsize / 1e6:.1f} MB)\n)")
+
     # -------------------------------------------------------------- encoder
-    def _encode(self, input_ids, attention_mask, want_intermediates=False, keep_cache=False):
+    def _encode(self, input_ids, attention_mask, want_intermediates=False, keep_cache=False, logit_rows=0):
         ids, mask, was_1d = check_inputs(input_ids, attention_mask, self.config)
+        check_memory(self.config, ids.shape, self.dtype, logit_rows, keep_cache)
         h, cache, inter = encoder_forward(self.params, self.prefix, self.config, ids, mask,
                                           self._rng if self.training else None, want_intermediates,
                                           keep_cache)
@@ -398,14 +500,17 @@ class _Bort:
         """The parameters under transformers' names, as transformers' `save_pretrained` writes them."""
         return dict(self.params)
 
-    def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Write config.json and model.safetensors that transformers' from_pretrained loads."""
+    def save_pretrained(self, directory: str | os.PathLike, tokenizer=None) -> None:
+        """Write config.json and model.safetensors that transformers' from_pretrained loads, and
+        with `tokenizer` its files too (vocab.json, merges.txt, ...), so the folder is complete."""
         from .formats.safetensors import save_file
         os.makedirs(directory, exist_ok=True)
         d = self.config.to_dict()
         d["architectures"] = [self.architecture]
         BortConfig.from_dict(d).to_json(os.path.join(directory, "config.json"))
         save_file(self.state_dict(), os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
+        if tokenizer is not None:
+            tokenizer.save_pretrained(directory)
 
 
 class BortModel(_Bort):
@@ -459,7 +564,12 @@ class BortForMaskedLM(_Bort):
             of positions this skips 85 % of the decoder, which is 2/3 of Bort's FLOPs.
         positions an integer (B, P) array: positions per sequence (GluonNLP's masked_positions), (B, P, V).
         """
-        _ids, _mask, was_1d, h, _, _ = self._encode(input_ids, attention_mask)
+        if positions is None:
+            rows = np.size(input_ids)                                              # B * T
+        else:
+            pos = np.asarray(positions)
+            rows = int(np.count_nonzero(pos)) if pos.dtype == bool else pos.size
+        _ids, _mask, was_1d, h, _, _ = self._encode(input_ids, attention_mask, logit_rows=rows)
         h_sel = self._select(h, positions, was_1d)
         logits, _ = mlm_head(self.params, self.config, h_sel, self.word_embeddings)
         return logits[0] if (was_1d and positions is None) else logits
@@ -492,8 +602,9 @@ class BortForMaskedLM(_Bort):
         adds `distill_weight * T^2 KL(teacher || student)` (Bort's pretraining: 0.1 MLM + 0.5 KD, T=2).
         Returns (loss, grads) with grads keyed exactly like `params`.
         """
-        ids, _mask, _, h, cache, _ = self._encode(input_ids, attention_mask, keep_cache=True)
         labels = np.asarray(labels)
+        ids, _mask, _, h, cache, _ = self._encode(input_ids, attention_mask, keep_cache=True,
+                                                  logit_rows=int(np.count_nonzero(labels != -100)))
         if labels.ndim == 1 and ids.shape[0] == 1:
             labels = labels[None]
         if labels.shape != ids.shape:

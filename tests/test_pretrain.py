@@ -4,8 +4,10 @@ distillation, the command line, and the shipped bort-tiny against its training r
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import pytest
 
 from minibort import BortForMaskedLM
 from minibort import pretrain as P
-from minibort.trainer import Trainer
+from minibort.trainer import Trainer, TrainingError, run_lock
 
 SP = P.Specials(bos=0, eos=2, pad=1, mask=4, vocab_size=32, others=(3,))
 TINY = {"hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 24, "max_position_embeddings": 32,
@@ -210,6 +212,99 @@ def test_init_starts_from_a_model_folder_and_refuses_another_shape(tmp_path):
     wider = dataclasses.replace(cfg, init=str(tmp_path / "m"), hidden_size=64)
     with pytest.raises(SystemExit, match="hidden_size=32, this run has hidden_size=64; pass --hidden-size 32"):
         P.initial_model(wider, SP.vocab_size, SP.pad)
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--steps", "0"], "--steps must be positive, got 0 (0 steps would export an untrained model)"),
+    (["--steps", "many"], "invalid int value"),
+    (["--warmup", "2"], "--warmup must be in [0, 1]"),
+    (["--seq-len", "512"], "--seq-len must be in [3, --max-position-embeddings = 128]"),
+    (["--hidden-size", "100"], "hidden_size (100) must be divisible by num_attention_heads (8)"),
+    (["--ship-dtype", "int8"], "--ship-dtype must be float16 or float32"),
+])
+def test_bad_arguments_give_an_error_line_and_status_2(capsys, argv, words):
+    with pytest.raises(SystemExit) as e:
+        P.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "error:" in err and words in err and "Traceback" not in err
+
+
+def test_the_command_line_as_a_subprocess_refuses_steps_0(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "minibort.pretrain", "--steps", "0", "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, cwd=tmp_path, check=False)
+    assert r.returncode == 2 and "error: --steps must be positive" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "o").exists()                                # nothing was written
+
+
+def test_recorded_command_has_no_machine_paths():
+    cmd = P.portable_command(["--out", "/home/me/runs/x", "--corpus=/data/corpus", "--tokenizer", "tok",
+                              "--steps", "10", "--ship", "../weights/bort-tiny"])
+    assert cmd == ("python -m minibort.pretrain --out OUT --corpus=CORPUS --tokenizer tok --steps 10 "
+                   "--ship SHIP")
+
+
+# ------------------------------------------------------------------------------------ user corpus, one --out
+
+
+def _user_corpus(folder: Path) -> dict[str, bytes]:
+    """The user's own train.txt and heldout.txt: documents of paragraphs, blank lines between documents."""
+    words = ["the", "loop", "reads", "a", "file", "and", "writes", "each", "line", "to", "the", "output", "after", "it", "strips", "the", "spaces"]
+    rng = np.random.default_rng(0)
+
+    def text(n_docs):
+        return "".join("\n".join(" ".join(rng.choice(words, 12)) for _ in range(4)) + "\n\n"
+                       for _ in range(n_docs)).encode()
+    folder.mkdir()
+    files = {"train.txt": text(24), "heldout.txt": text(4)}
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return files
+
+
+USER_RUN = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 16,
+            "max_position_embeddings": 32, "seq_len": 32, "batch_size": 4, "vocab_size": 280, "steps": 2,
+            "eval_every": 0, "checkpoint_every": 0, "progress": False}
+
+
+def test_a_folder_of_the_users_text_is_read_as_their_corpus_and_left_untouched(tmp_path):
+    files = _user_corpus(tmp_path / "mine")
+    res = P.pretrain(P.PretrainConfig(**USER_RUN, corpus=str(tmp_path / "mine"), out=str(tmp_path / "out")), [])
+    assert res["finished"]
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["heldout.txt", "train.txt"]
+    for name, data in files.items():
+        assert (tmp_path / "mine" / name).read_bytes() == data          # not rebuilt, not rewritten
+    record = res["training"]["corpus"]
+    assert record["files"]["train.txt"]["sha256"] == hashlib.sha256(files["train.txt"]).hexdigest()
+    assert record["python_version"] is None
+    assert {"vocab.json", "merges.txt", "model.safetensors"} <= set(os.listdir(res["out_dir"]))
+    assert not (tmp_path / "out" / ".lock").exists()
+
+
+def test_a_folder_of_other_files_is_refused_not_overwritten(tmp_path, capsys):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "train.txt").write_text("my only copy")
+    with pytest.raises(TrainingError, match="not a corpus minibort can read.*train.txt and heldout.txt"):
+        P.corpus_folder(P.PretrainConfig(corpus=str(tmp_path / "notes")))
+    assert P.main(["--corpus", str(tmp_path / "notes"), "--out", str(tmp_path / "o"), "--tokenizer", ""]) == 2
+    assert "error: --corpus" in capsys.readouterr().err
+    assert (tmp_path / "notes" / "train.txt").read_text() == "my only copy"
+
+
+def test_resume_compares_the_data_not_the_path(tmp_path):
+    """Other text behind the same --corpus path: the checkpoint is refused, naming the digest."""
+    _user_corpus(tmp_path / "mine")
+    cfg = P.PretrainConfig(**{**USER_RUN, "steps": 3, "stop_after": 1}, corpus=str(tmp_path / "mine"),
+                           out=str(tmp_path / "out"), tokenizer="")
+    assert not P.pretrain(cfg, [])["finished"]
+    train = tmp_path / "mine" / "train.txt"
+    train.write_bytes(train.read_bytes().replace(b"loop", b"pool"))
+    with pytest.raises(TrainingError, match="corpus_sha256"):
+        P.pretrain(cfg, [])
+
+
+def test_two_runs_on_one_out_cannot_collide(tmp_path):
+    with run_lock(tmp_path / "out"), pytest.raises(TrainingError, match="in use by another run"):
+        P.pretrain(P.PretrainConfig(**USER_RUN, out=str(tmp_path / "out")), [])
 
 
 # ------------------------------------------------------------------------------------ the shipped model
