@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import struct
 import tracemalloc
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -20,10 +21,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_formats_mxnet import mx_save
 
-from minibort.formats import load_state_dict
+from minibort.formats import load_state_dict, torch_zip
 from minibort.formats.common import CheckpointError
 from minibort.formats.safetensors import save_file
-from minibort.formats.torch_zip import _pickle_int, _pickle_ints, _pickle_str, save_torch_zip
+from minibort.formats.torch_zip import (
+    MAX_PICKLE_NESTING,
+    _pickle_int,
+    _pickle_ints,
+    _pickle_str,
+    save_torch_zip,
+)
 
 FUZZ = settings(max_examples=120, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -223,3 +230,141 @@ def test_crc_mismatch_in_a_storage_is_refused(work):
     (work / "t2.bin").write_bytes(bytes(raw))
     with pytest.raises(CheckpointError, match="CRC"):
         load_state_dict(work / "t2.bin")
+
+
+# ---------------------------------------------------------------------------- issue 14's shapes of attack
+def _refusal(path: Path) -> str:
+    """The CheckpointError message for `path` (the load must be refused)."""
+    with pytest.raises(CheckpointError) as e:
+        load_or_refuse_strict(path)
+    return str(e.value)
+
+
+def load_or_refuse_strict(path: Path) -> None:
+    """Like load_or_refuse, but let the CheckpointError through so its message can be checked."""
+    out = load_state_dict(path, dtype=np.float32)
+    for a in out.values():
+        np.asarray(a).tobytes()
+
+
+def _key(k: str) -> bytes:
+    return _pickle_str(k)
+
+
+# Four ways to nest: each builds a dict holding one value of nesting depth `d + 1` (so the dict is d + 2).
+NESTINGS = {
+    "TUPLE1 chain": lambda d: b"\x80\x02})" + b"\x85" * d + b"Ns.",
+    "MARK/TUPLE chain": lambda d: b"\x80\x02}" + b"(" * d + b")" + b"t" * d + b"Ns.",
+    "memo re-wrapping": lambda d: b"\x80\x02})q\x000" + b"h\x00\x85q\x000" * d + b"h\x00Ns.",
+    "APPEND chain": lambda d: b"\x80\x02}" + _key("k") + b"]" * (d + 1) + b"a" * d + b"s.",
+    "SETITEM chain": lambda d: b"\x80\x02}" + (_key("k") + b"}") * d + b"]" + b"s" * d + _key("k") + b"Ns.",
+}
+
+
+@FUZZ
+@given(kind=st.sampled_from(sorted(NESTINGS)), depth=st.integers(0, 3 * MAX_PICKLE_NESTING))
+def test_nesting_depth_is_refused_exactly_beyond_the_limit(work, kind, depth):
+    _zip(work / "x.bin", {"archive/data.pkl": NESTINGS[kind](depth)})
+    message = _refusal(work / "x.bin")                   # no tensors either way: always refused
+    assert ("levels deep" in message) == (depth + 2 > MAX_PICKLE_NESTING), message
+
+
+FLOODS = {                                                 # pattern, values pushed per repetition
+    "NONE APPEND": (b"Na", 1),
+    "BINGET APPEND": (b"h\x00a", 1),
+    "NONE POP": (b"N0", 1),
+    "DUP POP": (b"20", 1),
+    "EMPTY_TUPLE APPEND": (b")a", 1),
+    "BININT1 NONE SETITEM": (b"K\x01Ns", 2),
+}
+
+
+@FUZZ
+@given(kind=st.sampled_from(sorted(FLOODS)), n=st.integers(0, 600))
+def test_opcode_floods_are_refused_by_object_count(work, monkeypatch, kind, n):
+    """A small object budget, and floods around it: refused exactly when the pushes exceed it."""
+    monkeypatch.setattr(torch_zip, "MAX_PICKLE_OBJECTS", 500)
+    pattern, per = FLOODS[kind]
+    container = b"}" if kind.endswith("SETITEM") else b"]"
+    # EMPTY_DICT, key, [a None memoized as 0, popped], container, flood, SETITEM: 3 pushes + (1) + flood.
+    pkl = b"\x80\x02}" + _key("k") + b"Nq\x000" + container + pattern * n + b"s."
+    _zip(work / "x.bin", {"archive/data.pkl": pkl})
+    message = _refusal(work / "x.bin")
+    pushed = 4 + per * n
+    assert ("objects" in message) == (pushed > 500), message
+
+
+@FUZZ
+@given(value=st.one_of(st.integers(-(2 ** 80), 2 ** 80), st.integers(0, 2 ** 4000),
+                       st.sampled_from([2 ** 63 - 1, 2 ** 63, -(2 ** 63), -(2 ** 63) - 1])),
+       slot=st.sampled_from(["size", "stride", "offset", "numel"]))
+def test_big_integers_anywhere_in_a_tensor_are_refused_or_bounded(work, value, slot):
+    """LONG4 integers of any size in any slot: outside int64 -> refused by the pre-scan, else checked."""
+    raw = value.to_bytes((value.bit_length() + 8) // 8, "little", signed=True)
+    big = b"\x8b" + struct.pack("<I", len(raw)) + raw
+    one, zero = _pickle_int(1), _pickle_int(0)
+    parts = {"numel": _pickle_int(4), "offset": zero, "size": b"(" + one + b"t", "stride": b"(" + one + b"t"}
+    parts[slot] = big if slot in ("numel", "offset") else b"(" + big + b"t"
+    pkl = (b"\x80\x02}(" + _key("w") + b"ctorch._utils\n_rebuild_tensor_v2\n((" + _key("storage")
+           + b"ctorch\nFloatStorage\n" + _key("0") + _key("cpu") + parts["numel"] + b"tQ" + parts["offset"]
+           + parts["size"] + parts["stride"] + b"\x89ccollections\nOrderedDict\n)RtRu.")
+    _zip(work / "x.bin", {"archive/data.pkl": pkl, "archive/data/0": bytes(16)})
+    out = load_or_refuse(work / "x.bin")
+    if not -(2 ** 63) <= value < 2 ** 63:
+        assert out is None and "bit integer" in _refusal(work / "x.bin")
+
+
+@FUZZ
+@given(names=st.lists(st.sampled_from(["a", "b", "c", "__metadata__"]), min_size=1, max_size=5))
+def test_safetensors_duplicate_keys_are_refused(work, names):
+    """Headers written by hand with keys drawn with repetition: refused exactly when a key repeats."""
+    parts, offset = [], 0
+    for name in names:
+        if name == "__metadata__":
+            parts.append('"__metadata__":{"k":"v"}')
+        else:
+            parts.append(f'"{name}":{{"dtype":"F32","shape":[1],"data_offsets":[{offset},{offset + 4}]}}')
+            offset += 4
+    blob = ("{" + ",".join(parts) + "}").encode()
+    (work / "x.safetensors").write_bytes(len(blob).to_bytes(8, "little") + blob + bytes(offset))
+    out = load_or_refuse(work / "x.safetensors")
+    repeated = len(set(names)) != len(names)
+    assert (out is None) == repeated
+    if repeated:
+        assert "more than once" in _refusal(work / "x.safetensors")
+
+
+@FUZZ
+@given(sizes=st.lists(st.integers(0, 3), min_size=1, max_size=4), gaps=st.lists(st.integers(0, 2), min_size=5,
+                                                                                     max_size=5))
+def test_safetensors_gaps_are_refused(work, sizes, gaps):
+    """Tensors laid out with random gaps before each and after the last: loads iff there are none."""
+    header, offset = {}, 0
+    for i, n in enumerate(sizes):
+        offset += 4 * gaps[i]
+        header[f"t{i}"] = {"dtype": "F32", "shape": [n], "data_offsets": [offset, offset + 4 * n]}
+        offset += 4 * n
+    offset += 4 * gaps[len(sizes)]
+    blob = json.dumps(header).encode()
+    (work / "x.safetensors").write_bytes(len(blob).to_bytes(8, "little") + blob + bytes(offset))
+    out = load_or_refuse(work / "x.safetensors")
+    assert (out is None) == any(gaps[:len(sizes) + 1])
+
+
+@FUZZ
+@given(dup=st.lists(st.sampled_from(["archive/data.pkl", "archive/data/0", "archive/data/1", "archive/byteorder",
+                                     "archive/version"]), max_size=3))
+def test_duplicate_zip_entries_are_refused(samples, work, dup):
+    two = {"a": np.ones(2, np.float32), "b": np.zeros(3, np.float32)}
+    save_torch_zip(two, work / "two.bin")
+    with zipfile.ZipFile(work / "two.bin") as zf:
+        entries = [(i.filename, zf.read(i)) for i in zf.infolist()]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                      # zipfile warns "Duplicate name"
+        with zipfile.ZipFile(work / "x.bin", "w") as zf:
+            for name, data in entries + [(n, d) for n, d in entries if n in dup]:
+                zf.writestr(name, data)
+    out = load_or_refuse(work / "x.bin")
+    assert (out is None) == bool(dup)
+    if dup:
+        assert "more than once" in _refusal(work / "x.bin")

@@ -297,8 +297,9 @@ class _PickleShape:
         elif name == "POP_MARK":
             self.pop_mark()
         elif name == "DUP":
-            self.push(self.pop(1)[0], pos)
-            self.push(self.stack[-1], pos)
+            top = self.pop(1)[0]
+            self.stack.append(top)
+            self.push(top, pos)
         elif name in ("STACK_GLOBAL", "REDUCE"):      # callable/args -> result; module/name -> global
             self.push(max(self.pop(2)), pos)
         elif name == "BINPERSID":
