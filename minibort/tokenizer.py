@@ -625,9 +625,16 @@ __all__ = ["PRETOKENIZE_PATTERN", "SPECIAL_TOKENS", "Explanation", "Tokenizer", 
 
 
 if __name__ == "__main__":
-    # python -m minibort.tokenizer [model name, folder or hub id]   (default: the embedded bort-tiny)
-    source = sys.argv[1] if len(sys.argv) > 1 else "bort-tiny"
-    print(Tokenizer.from_pretrained(source).explain("Hello world"))
+    import argparse
+    ap = argparse.ArgumentParser(prog="python -m minibort.tokenizer", description="Show how a text becomes ids.")
+    ap.add_argument("text", nargs="?", default="Hello world", help="the text (default: %(default)s)")
+    ap.add_argument("--model", default="bort-tiny", help="embedded model name, folder with vocab.json + "
+                    "merges.txt, or hub id (default: %(default)s)")
+    args = ap.parse_args()
+    try:
+        print(Tokenizer.from_pretrained(args.model).explain(args.text))
+    except (ValueError, OSError) as e:          # TokenizerError, CheckpointError, HubError
+        sys.exit(f"error: {e}")
 # python -m minibort.tokenizer prints (bort-tiny's 4096-token vocabulary, learned from Python's own docs,
 # so "Hello" is not one token here as it is in RoBERTa's):
 # text: 'Hello world'
