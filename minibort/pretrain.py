@@ -93,7 +93,7 @@ class PretrainConfig:
     hidden_dropout_prob: float = option(0.0, "dropout after embeddings, attention output and FFN")
     attention_probs_dropout_prob: float = option(0.0, "dropout on attention probabilities")
     # optimisation
-    steps: int = option(4000, "optimizer steps (bort-tiny: 4000, ~40 min on 2 cores)")
+    steps: int = option(4000, "optimizer steps (bort-tiny: 4000)")
     batch_size: int = option(32, "sequences per step")
     lr: float = option(2e-3, "peak learning rate")
     warmup: float = option(0.1, "share of the steps spent warming up linearly from 0")

@@ -150,6 +150,7 @@ class Trainer:
         epoch's last."""
         s = self.state
         epoch_batches = self.epoch_batches(s["epoch"])
+        self.model.train()                                       # a flag; the dropout stream goes on
         loss, grads, items = self.step_fn(epoch_batches[s["batch"]])
         check_finite(loss, grads, s["step"])
         norm = clip_grad_norm(grads, self.clip) if self.clip > 0 else global_norm(grads)  # before clipping
@@ -228,7 +229,6 @@ class Trainer:
             log = bar.write                                      # log lines go above the bar
         start_step, t_start, wall0 = s["step"], time.time(), s["wall_time"]
         t_last, items_last = t_start, s["items"]
-        self.model.train()
         try:
             while not self._done():
                 loss = self.train_step()

@@ -162,7 +162,6 @@ def test_distillation_feeds_teacher_logits_at_the_masked_positions():
     cfg = P.PretrainConfig(**TINY, steps=2, eval_every=0)
     teacher = P.mlm_trainer(cfg, seqs, ev, SP).model.eval()
     tr = P.mlm_trainer(dataclasses.replace(cfg, seed=3), seqs, ev, SP, teacher=teacher)
-    tr.model.train()
     assert tr.step_fn.mlm_weight == 0.1             # Bort: 0.1 MLM + 0.5 KD, T = 2
     # the step's loss, recomputed by hand from the same batch, masks and dropout draws
     batch = tr.epoch_batches(tr.state["epoch"])[tr.state["batch"]]
