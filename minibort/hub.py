@@ -19,30 +19,26 @@ Where things go and come from:
   repository id (every loader accepts either), or put them into the cache folder above (a hand-placed
   file without a sidecar is used as is).
 
-Time limits, each an environment variable (a number; 0 switches the last two off):
-- `MINIBORT_HUB_TIMEOUT` seconds (default 5) to connect and for each read; a stalled read is retried,
-  resuming where it stopped.
-- `MINIBORT_HUB_MIN_RATE` bytes/s (default 1024): a download that receives less than that over
-  `RATE_WINDOW` (30) seconds is stopped: a server dripping bytes, sending its headers slowly or a little
-  per connection cannot hold minibort forever.
+Time limits, each an environment variable holding a number (0 switches the last two off):
+- `MINIBORT_HUB_TIMEOUT` seconds (default 5) to connect and for each read;
+- `MINIBORT_HUB_MIN_RATE` bytes/s (default 1024) over each `RATE_WINDOW` (30 s): a server that drips
+  bytes, sends its headers line by line or a little per connection cannot hold minibort forever;
 - `MINIBORT_HUB_DEADLINE` seconds (default 0: none) for one whole file, retries included.
 
 How a download stays correct, even against a hostile server:
-- It streams into `<filename>.incomplete` (a tqdm bar counting bytes), and only a whole file is renamed
-  into place. One process at a time downloads a file (a lock on the partial file).
-- An interrupted transfer resumes with `Range` plus `If-Range` (the first response's ETag, else its
-  Last-Modified), so the server sends the rest only if the file did not change. A resumed answer with
-  another or no validator, a wrong `Content-Range`, or a 416 starts the file over: two versions are
-  never spliced. A server that gave neither validator is never resumed from.
-- Attempts in a row that make no lasting progress (bytes beyond the most ever held) are bounded
-  (`RETRIES`); a 404 or an unreachable server raises `HubError` at once.
-- Reading stops at the known size (`Content-Length`, `Content-Range` or the hub's `X-Linked-Size`), a
-  size beyond the free disk space is refused before anything is written, and a file of unknown size may
-  not exceed `MAX_UNKNOWN_SIZE`. Sizes are ASCII digits only.
-- The size is checked, and the sha256 too when the hub reports one for large (LFS) files
-  (`X-Linked-Etag` / `ETag`). The sidecar keeps the sha256 of what arrived, and a cached file is
-  re-hashed each time it is looked up (about 0.2 s per 300 MB), so one that no longer matches
-  (truncated, bit-flipped) is never used: it is fetched again.
+- It streams into `<filename>.incomplete` (one process at a time: a lock), and only a whole file is
+  renamed into place. The size is checked, and the sha256 too when the hub reports one (`X-Linked-Etag`
+  / `ETag` of LFS files). A cached file is re-hashed against its sidecar each time it is looked up
+  (about 0.2 s per 300 MB), so a truncated or bit-flipped one is fetched again, never used.
+- An interrupted transfer resumes with `Range` and `If-Range` (the first response's strong ETag, else
+  its Last-Modified), so the server sends the rest only if the file did not change. A resumed answer
+  with another or no validator, a wrong `Content-Range`, or a 416 starts the file over, and a file
+  whose server gave no validator is never resumed: two versions are never spliced.
+- Attempts in a row that add nothing beyond the most bytes ever held are bounded (`RETRIES`); a 404
+  ends at once.
+- Reading stops at the known size (`Content-Length`, `Content-Range`, the hub's `X-Linked-Size`; ASCII
+  digits only); a size beyond the free disk space is refused before writing, and a file of unknown size
+  may not exceed `MAX_UNKNOWN_SIZE`.
 - Redirects go to http or https only, never from https down to http.
 Every failure is a `HubError` (an `OSError`) that names the URL and says how to place the files by hand.
 """
@@ -97,7 +93,7 @@ _NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?")
 _REVISION_PART = re.compile(r"[A-Za-z0-9_.](?:[A-Za-z0-9_.-]*[A-Za-z0-9_.])?")
 _FILE_PART = re.compile(r"[A-Za-z0-9_.+=@,-]+")
 _OWN_SUFFIXES = (".meta.json", ".incomplete")   # names minibort gives its own files in the cache
-_DIGITS = re.compile(r"[0-9]{1,20}")             # a size: ASCII digits only (int() also takes "²", "٣")
+_DIGITS = re.compile(r"[0-9]{1,20}")             # a size: ASCII digits only (int() takes "٣" and "1_000")
 
 
 class HubError(OSError):
@@ -119,7 +115,7 @@ def endpoint() -> str:
         ok = False
     if not ok or not value.isascii() or not value.isprintable() or " " in value:
         raise HubError(f"HF_ENDPOINT={value!r} is not an http(s) URL such as {DEFAULT_ENDPOINT}; "
-                       "correct it or unset it")
+                       "correct it or unset it.")
     return value
 
 
@@ -133,7 +129,7 @@ def _env_number(name: str, default: float) -> float:
     except ValueError:
         value = math.nan
     if not (math.isfinite(value) and value >= 0):
-        raise HubError(f"{name}={text!r} is not a number >= 0; set it to a number (e.g. {default:g}) or unset it")
+        raise HubError(f"{name}={text!r} is not a number >= 0; set it to a number (e.g. {default:g}) or unset it.")
     return value
 
 
@@ -163,17 +159,17 @@ def _check_names(repo_id: str, filename: str, revision: str) -> None:
     """Refuse names that could escape the cache folder or share a path with another name's files."""
     if not (isinstance(repo_id, str) and is_repo_id(repo_id)):
         raise HubError(f"{repo_id!r} is neither a local folder nor a hub repository id like 'amazon/bort' "
-                       "(letters, digits, '_', '.', '-'; at most one '/')")
+                       "(letters, digits, '_', '.', '-'; at most one '/').")
     if not (isinstance(revision, str) and 0 < len(revision) <= 255 and ".." not in revision
             and "--" not in revision            # "/" becomes "--" in the cache: "--" itself would clash
             and all(_REVISION_PART.fullmatch(p) and p != "." for p in revision.split("/"))):
         raise HubError(f"bad revision {revision!r}: use a branch, tag or commit made of letters, digits, "
-                       "'_', '.', '-' and '/' (no '..', no '--', no part starting or ending with '-')")
+                       "'_', '.', '-' and '/' (no '..', no '--', no part starting or ending with '-').")
     if not (isinstance(filename, str) and 0 < len(filename) <= 255
             and all(_FILE_PART.fullmatch(p) and p not in (".", "..") and not p.endswith(_OWN_SUFFIXES)
                     for p in filename.split("/"))):
         raise HubError(f"bad file name {filename!r}: use letters, digits and '_.+=@,-' in '/'-separated "
-                       f"parts (no '.' or '..' part, no name ending in {' or '.join(_OWN_SUFFIXES)})")
+                       f"parts (no '.' or '..' part, no name ending in {' or '.join(_OWN_SUFFIXES)}).")
 
 
 def repo_cache_dir(repo_id: str, revision: str = "main", cache_dir: str | os.PathLike | None = None) -> Path:
@@ -217,10 +213,10 @@ def hf_hub_download(repo_id: str, filename: str, revision: str = "main",
     A verified cached file is returned without network access; with `HF_HUB_OFFLINE=1` a file that is
     not cached raises `HubError` naming the cache folder to put it in.
     """
+    folder = cached_path(repo_id, filename, revision, cache_dir).parent     # (bad names are refused here)
     try:
         return _fetch(repo_id, filename, revision, cache_dir, progress)
     except HubError as e:
-        folder = cached_path(repo_id, filename, revision, cache_dir).parent
         hint = (f" To work offline, download the files by hand ({', '.join(MODEL_FILES)}) into a folder and "
                 f"pass its path instead of {repo_id!r}, or put {filename} into {folder}/.")
         raise HubError(str(e) + hint, url=e.url, status=e.status) from None
@@ -334,7 +330,7 @@ def _check_redirect(old_url: str, new_url: str) -> None:
     old, new = urllib.parse.urlsplit(old_url).scheme.lower(), urllib.parse.urlsplit(new_url).scheme.lower()
     if new not in ("http", "https") or (old == "https" and new == "http"):
         raise HubError(f"{old_url} redirects to {new_url}, which minibort does not follow (http and https "
-                       "only, never from https to http)", url=old_url)
+                       "only, never from https to http).", url=old_url)
 
 
 class _Redirects(urllib.request.HTTPRedirectHandler):
@@ -344,15 +340,19 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
     def __init__(self) -> None:
         self.first_headers: http.client.HTTPMessage | None = None
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        try:
-            _check_redirect(req.full_url, newurl)
-        except HubError:
-            fp.close()
-            raise
+    def http_error_302(self, req, fp, code, msg, headers):
+        location = headers.get("Location")
+        if location:
+            try:
+                _check_redirect(req.full_url, urllib.parse.urljoin(req.full_url, location))
+            except HubError:
+                fp.close()
+                raise
         if self.first_headers is None:
             self.first_headers = headers
-        return super().redirect_request(req, fp, code, msg, headers, newurl)   # keeps Range and If-Range
+        return super().http_error_302(req, fp, code, msg, headers)   # keeps Range and If-Range
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
 
 
 class _Guard:
@@ -430,19 +430,15 @@ class _GuardedHTTPS(_Guarded, http.client.HTTPSConnection):
     pass
 
 
-class _HTTPHandler(urllib.request.HTTPHandler):
+class _GuardedHandler(urllib.request.HTTPHandler, urllib.request.HTTPSHandler):
+    """Opens http and https connections whose sockets `guard` watches."""
+
     def __init__(self, guard: _Guard) -> None:
         super().__init__()
         self.guard = guard
 
     def http_open(self, req):
         return self.do_open(functools.partial(_GuardedHTTP, guard=self.guard), req)
-
-
-class _HTTPSHandler(urllib.request.HTTPSHandler):
-    def __init__(self, guard: _Guard) -> None:
-        super().__init__()
-        self.guard = guard
 
     def https_open(self, req):
         return self.do_open(functools.partial(_GuardedHTTPS, guard=self.guard), req, context=self._context)
@@ -451,7 +447,7 @@ class _HTTPSHandler(urllib.request.HTTPSHandler):
 def _open(url: str, headers: dict[str, str], timeout: float,
           guard: _Guard) -> tuple[http.client.HTTPResponse, _Redirects]:
     redirects = _Redirects()
-    opener = urllib.request.build_opener(redirects, _HTTPHandler(guard), _HTTPSHandler(guard))
+    opener = urllib.request.build_opener(redirects, _GuardedHandler(guard))
     req = urllib.request.Request(url, headers={"User-Agent": "minibort", **headers})
     token = os.environ.get("HF_TOKEN")
     if token and _origin(url) == _origin(endpoint()):  # the endpoint itself, never a look-alike
@@ -469,7 +465,7 @@ def _locked(part: Path) -> Iterator[None]:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 raise HubError(f"another process is downloading {part.name[:-len('.incomplete')]} into "
-                               f"{part.parent}; wait for it to finish (or remove {part} if none is)") from None
+                               f"{part.parent}; wait for it to finish (or remove {part} if none is).") from None
         yield
 
 
@@ -482,7 +478,7 @@ def download_url(url: str, dest: str | os.PathLike, sha256: str | None = None, p
     """
     dest = Path(dest)
     if urllib.parse.urlsplit(url).scheme.lower() not in ("http", "https"):
-        raise HubError(f"{url} is not an http(s) URL", url=url)
+        raise HubError(f"{url} is not an http(s) URL.", url=url)
     if timeout is None:
         timeout = _env_number("MINIBORT_HUB_TIMEOUT", TIMEOUT) or TIMEOUT
     guard = _Guard(_env_number("MINIBORT_HUB_DEADLINE", 0.0), _env_number("MINIBORT_HUB_MIN_RATE", MIN_RATE),
@@ -501,13 +497,13 @@ def download_url(url: str, dest: str | os.PathLike, sha256: str | None = None, p
     got = part.stat().st_size
     if size is not None and got != size:
         _discard(part)
-        raise HubError(f"{url}: received {got} bytes, expected {size}", url=url)
+        raise HubError(f"{url}: received {got} bytes, expected {size}.", url=url)
     digest = sha256_file(part)
     for want in (sha256, server_sha):
         if want is not None and digest != want.lower():
             _discard(part)
             raise HubError(f"{url}: sha256 {digest} does not match the expected {want}; the partial "
-                           "download was deleted, try again", url=url)
+                           "download was deleted, try again.", url=url)
     write_sidecar(dest, got, digest, url=url, sha256_checked=bool(sha256 or server_sha))
     os.replace(part, dest)                            # the whole file appears at once (rename is atomic)
     _sidecar(part).unlink(missing_ok=True)
@@ -574,7 +570,7 @@ def _size(headers: http.client.HTTPMessage, name: str, url: str) -> int | None:
     if value is None:
         return None
     if not _DIGITS.fullmatch(value.strip()):
-        raise HubError(f"{url}: the server sent {name}: {value!r}, which is no size", url=url)
+        raise HubError(f"{url}: the server sent {name}: {value!r}, which is no size.", url=url)
     return int(value)
 
 
@@ -586,7 +582,7 @@ def _sha256_from_etag(value: str | None) -> str | None:
 
 def _progress_bar(total: int | None, initial: int, desc: str, enabled: bool) -> tqdm:
     """A tqdm bar on stderr. In a log (not a terminal), a line every LOG_INTERVAL seconds and one at the end."""
-    tty = sys.stderr.isatty()
+    tty = getattr(sys.stderr, "isatty", lambda: False)()
     return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
                 disable=not enabled, file=sys.stderr if tty else _LogLines(sys.stderr), leave=not tty,
                 mininterval=0.1 if tty else LOG_INTERVAL, miniters=None if tty else 1)
@@ -630,6 +626,8 @@ def _transfer(url: str, part: Path, timeout: float, progress: bool, desc: str,
         if e.code in (408, 429) or e.code >= 500:
             raise ConnectionError(f"HTTP {e.code} {e.reason}") from None
         what = {404: "not found", 401: "unauthorized (set HF_TOKEN?)", 403: "forbidden"}.get(e.code, e.reason)
+        if 300 <= e.code < 400:                       # urllib gives up after 10 redirects, or on a loop
+            what = "too many redirects, or a redirect loop"
         raise HubError(f"{url}: HTTP {e.code} {what}.", url=url, status=e.code) from None
     with resp:
         first = redirects.first_headers or resp.headers
@@ -648,14 +646,14 @@ def _transfer(url: str, part: Path, timeout: float, progress: bool, desc: str,
         elif resp.status == 200:                      # the whole file from byte 0
             start, total, mode = 0, length, "wb"
             if linked is not None and length is not None and linked != length:
-                raise HubError(f"{url}: the server gives two sizes ({linked} and {length} bytes)", url=url)
+                raise HubError(f"{url}: the server gives two sizes ({linked} and {length} bytes).", url=url)
             total = linked if total is None else total
             write_text_atomic(_sidecar(part), json.dumps({"url": url, "validator": _validator(resp.headers),
                                                           "total": total}) + "\n")
         else:
-            raise HubError(f"{url}: unexpected answer HTTP {resp.status} {resp.reason}", url=url, status=resp.status)
+            raise HubError(f"{url}: unexpected answer HTTP {resp.status} {resp.reason}.", url=url, status=resp.status)
         if total is not None and total - start > shutil.disk_usage(part.parent).free:
-            raise HubError(f"{url} is {total} bytes, more than the free space in {part.parent}", url=url)
+            raise HubError(f"{url} is {total} bytes, more than the free space in {part.parent}.", url=url)
         limit = MAX_UNKNOWN_SIZE if total is None else total
         pos = start
         with open(part, mode) as f, _progress_bar(total, start, desc, progress) as bar:
@@ -666,7 +664,7 @@ def _transfer(url: str, part: Path, timeout: float, progress: bool, desc: str,
                 bar.update(len(chunk))
         if total is None and pos >= limit and resp.read1(1):
             _discard(part)
-            raise HubError(f"{url} sends more than {MAX_UNKNOWN_SIZE} bytes without saying its size", url=url)
+            raise HubError(f"{url} sends more than {MAX_UNKNOWN_SIZE} bytes without saying its size.", url=url)
         if total is not None and pos != total:
-            raise http.client.IncompleteRead(b"", (total or 0) - pos)
+            raise http.client.IncompleteRead(b"", total - pos)
     return total, server_sha
