@@ -21,6 +21,9 @@ A training step:
     clip_grad_norm(grads, 1.0)
     opt.step(grads)
     sched.step()
+
+`minibort.trainer.Trainer` runs exactly these lines for every recipe (pretraining, fine-tuning), with
+the evaluation, checkpoints and resume around them.
 """
 
 from __future__ import annotations

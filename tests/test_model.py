@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from helpers import close, perturb_layernorm_and_biases
 
 from minibort import BortConfig, BortForMaskedLM, BortForSequenceClassification, BortModel
 from minibort.model import InputError
@@ -193,3 +194,14 @@ def test_save_pretrained_with_a_tokenizer_writes_a_complete_folder(models, tmp_p
     assert {"config.json", "model.safetensors", "vocab.json", "merges.txt"} <= {p.name for p in tmp_path.iterdir()}
     again = Tokenizer.from_pretrained(tmp_path)
     assert again.encode("a small text") == tok.encode("a small text")
+
+
+def test_save_and_load_keep_every_weight(tmp_path):
+    """LayerNorm and biases moved off 1/0 first: a weight lost on the way would change the logits."""
+    m = BortForMaskedLM(CFG, seed=2)
+    perturb_layernorm_and_biases(m.params, np.random.default_rng(0))
+    m.save_pretrained(tmp_path)
+    again = BortForMaskedLM.from_pretrained(tmp_path)
+    ids = np.array([[0, 5, 6, 2, 9], [0, 7, 2, 1, 1]])
+    mask = (ids != 1).astype(np.int64)
+    close("logits after save_pretrained / from_pretrained", again(ids, mask), m(ids, mask), atol=0.0)
