@@ -181,7 +181,7 @@ def repo_cache_dir(repo_id: str, revision: str = "main", cache_dir: str | os.Pat
 
 def cached_path(repo_id: str, filename: str, revision: str = "main",
                 cache_dir: str | os.PathLike | None = None) -> Path:
-    """Where `hf_hub_download` keeps a file: `<cache>/<repo_id>/<revision>/<filename>`."""
+    """Where `hf_hub_download` keeps a file: `repo_cache_dir(repo_id, revision) / filename`."""
     _check_names(repo_id, filename, revision)
     return repo_cache_dir(repo_id, revision, cache_dir) / filename
 
