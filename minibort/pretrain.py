@@ -46,6 +46,7 @@ import numpy as np
 
 from ._files import savez_atomic, write_bytes_atomic, write_text_atomic
 from .config import BortConfig
+from .layers import log_softmax
 from .model import BortForMaskedLM
 from .optim import AdamW, Scheduler, linear_warmup_decay, no_decay_layernorm_and_bias
 from .trainer import (
@@ -54,6 +55,8 @@ from .trainer import (
     content_digest,
     option,
     parse_config,
+    portable_command,
+    portable_path,
     run_lock,
     shuffled_batches,
 )
@@ -283,12 +286,10 @@ def evaluate(model: BortForMaskedLM, ev: dict, batch_size: int = 64) -> dict:
             sel = labels != -100                                                       # (B, T)
             if not sel.any():
                 continue
-            logits = model(ids, att, positions=sel).astype(np.float64)                 # (M, V)
+            logp = log_softmax(model(ids, att, positions=sel).astype(np.float64))     # (M, V)
             y = labels[sel]                                                            # (M,)
-            m = logits.max(axis=1, keepdims=True)
-            logz = np.log(np.exp(logits - m).sum(axis=1)) + m[:, 0]                    # (M,)
-            nll += float((logz - logits[np.arange(len(y)), y]).sum())
-            correct += int((logits.argmax(axis=1) == y).sum())
+            nll -= float(logp[np.arange(len(y)), y].sum())
+            correct += int((logp.argmax(axis=1) == y).sum())
             n += len(y)
     finally:
         model.train(was_training)
@@ -573,8 +574,8 @@ def _pretrain(cfg: PretrainConfig, argv: list[str] | None) -> dict:
                    "heldout_sequences": len(held_seqs)},
         "python_version": sys.version.split()[0],
         "numpy_version": np.__version__,
-        "command": portable_command(sys.argv[1:] if argv is None else argv),
-        "config": {k: _portable_path(k, v) for k, v in dataclasses.asdict(cfg).items()},
+        "command": portable_command(_PARSER["prog"], sys.argv[1:] if argv is None else argv, PATH_FIELDS),
+        "config": {k: portable_path(k, v, PATH_FIELDS) for k, v in dataclasses.asdict(cfg).items()},
         "init": init_record,
         "parameters": n_params,
         "steps": s["step"], "epochs": s["epoch"] + s["batch"] * cfg.batch_size / max(len(train_seqs), 1),
@@ -599,35 +600,6 @@ def _pretrain(cfg: PretrainConfig, argv: list[str] | None) -> dict:
         print(f"exported to {cfg.ship} in {cfg.ship_dtype}: held-out accuracy {shipped['accuracy']:.4f}, "
               f"perplexity {shipped['perplexity']:.2f}", flush=True)
     return {**result, "training": training, "out_dir": out_dir}
-
-
-def _portable_path(field_name: str, value):
-    """A path setting as a reader elsewhere can use it: relative paths inside the working folder
-    stay; an absolute or upward path becomes the flag's placeholder (`--out OUT`)."""
-    if field_name not in PATH_FIELDS or not value:
-        return value
-    if os.path.isabs(value) or os.path.normpath(value).startswith(".."):
-        return field_name.upper()
-    return value
-
-
-def portable_command(argv: list[str]) -> str:
-    """The command line for training.json, with machine-specific paths replaced by placeholders."""
-    flags = {"--" + f.replace("_", "-"): f for f in PATH_FIELDS}
-    out, pending = [], None
-    for arg in argv:
-        if pending is not None:
-            out.append(_portable_path(pending, arg))
-            pending = None
-        elif arg in flags:
-            out.append(arg)
-            pending = flags[arg]
-        elif arg.split("=", 1)[0] in flags and "=" in arg:
-            flag, value = arg.split("=", 1)
-            out.append(f"{flag}={_portable_path(flags[flag], value)}")
-        else:
-            out.append(arg)
-    return " ".join(["python -m minibort.pretrain", *out])
 
 
 def export(model_dir: str, dest: str, dtype: str = "float16") -> dict:

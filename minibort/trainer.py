@@ -489,3 +489,33 @@ def parse_config(config_cls: type, argv: list[str] | None = None, **parser_kw):
     except ValueError as e:
         ap.error(str(e))
 
+
+def portable_path(field_name: str, value, path_fields: Iterable[str]):
+    """A path setting as a reader elsewhere can use it: a relative path inside the working folder
+    stays; an absolute or upward one becomes the field's placeholder (`out` -> `OUT`)."""
+    if field_name not in path_fields or not value:
+        return value
+    if os.path.isabs(value) or os.path.normpath(value).startswith(".."):
+        return field_name.upper()
+    return value
+
+
+def portable_command(prog: str, argv: list[str], path_fields: Iterable[str]) -> str:
+    """The command line for a run's record, with machine-specific paths replaced by placeholders
+    (`--out /home/me/run` -> `--out OUT`), for both `--flag value` and `--flag=value`."""
+    path_fields = tuple(path_fields)
+    flags = {"--" + f.replace("_", "-"): f for f in path_fields}
+    out, pending = [], None
+    for arg in argv:
+        flag, eq, value = arg.partition("=")
+        if pending is not None:
+            out.append(portable_path(pending, arg, path_fields))
+            pending = None
+        elif arg in flags:
+            out.append(arg)
+            pending = flags[arg]
+        elif eq and flag in flags:
+            out.append(f"{flag}={portable_path(flags[flag], value, path_fields)}")
+        else:
+            out.append(arg)
+    return " ".join([prog, *out])

@@ -236,8 +236,9 @@ def test_the_command_line_as_a_subprocess_refuses_steps_0(tmp_path):
 
 
 def test_recorded_command_has_no_machine_paths():
-    cmd = P.portable_command(["--out", "/home/me/runs/x", "--corpus=/data/corpus", "--tokenizer", "tok",
-                              "--steps", "10", "--ship", "../weights/bort-tiny"])
+    cmd = P.portable_command("python -m minibort.pretrain",
+                             ["--out", "/home/me/runs/x", "--corpus=/data/corpus", "--tokenizer", "tok",
+                              "--steps", "10", "--ship", "../weights/bort-tiny"], P.PATH_FIELDS)
     assert cmd == ("python -m minibort.pretrain --out OUT --corpus=CORPUS --tokenizer tok --steps 10 "
                    "--ship SHIP")
 
