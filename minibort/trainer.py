@@ -299,9 +299,10 @@ class Trainer:
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as e:
             raise TrainingError(f"{path} is not a readable minibort checkpoint ({type(e).__name__}: {e}); "
                                 f"{afresh}") from None
-        if meta.get("format") != CHECKPOINT_FORMAT:
-            raise TrainingError(f"{path} has checkpoint format {meta.get('format')}, this minibort writes "
-                                f"{CHECKPOINT_FORMAT}; {afresh}")
+        if meta.get("format") != CHECKPOINT_FORMAT or not isinstance(state, dict) or not isinstance(settings, dict) \
+                or set(self.state) - set(state):
+            raise TrainingError(f"{path} has checkpoint format {meta.get('format')} (or lacks part of its "
+                                f"state), this minibort writes format {CHECKPOINT_FORMAT}; {afresh}")
         keys = list(settings) + [k for k in self.settings if k not in settings]     # the config's order
         changed = [k for k in keys if k not in self.resumable and settings.get(k) != self.settings.get(k)]
         if changed:
