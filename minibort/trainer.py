@@ -296,7 +296,7 @@ class Trainer:
                 arrays = {k: z[k] for k in z.files}
             meta = json.loads(bytes(arrays.pop("meta")).decode("utf-8"))
             state, settings = meta["state"], meta["settings"]
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as e:
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
             raise TrainingError(f"{path} is not a readable minibort checkpoint ({type(e).__name__}: {e}); "
                                 f"{afresh}") from None
         if meta.get("format") != CHECKPOINT_FORMAT or not isinstance(state, dict) or not isinstance(settings, dict) \
