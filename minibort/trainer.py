@@ -299,8 +299,8 @@ class Trainer:
         except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
             raise TrainingError(f"{path} is not a readable minibort checkpoint ({type(e).__name__}: {e}); "
                                 f"{afresh}") from None
-        if meta.get("format") != CHECKPOINT_FORMAT or not isinstance(state, dict) or not isinstance(settings, dict) \
-                or set(self.state) - set(state):
+        well_formed = isinstance(state, dict) and isinstance(settings, dict) and set(self.state) <= set(state)
+        if meta.get("format") != CHECKPOINT_FORMAT or not well_formed:
             raise TrainingError(f"{path} has checkpoint format {meta.get('format')} (or lacks part of its "
                                 f"state), this minibort writes format {CHECKPOINT_FORMAT}; {afresh}")
         keys = list(settings) + [k for k in self.settings if k not in settings]     # the config's order
