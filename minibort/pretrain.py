@@ -536,7 +536,7 @@ def _pretrain(cfg: PretrainConfig, argv: list[str] | None) -> dict:
     ev = heldout_eval_set(held_seqs, sp, cfg.eval_seed, cfg.mask_prob)
     base = baselines(train_seqs, ev, sp)
     n_train_tokens = int((train_seqs != sp.pad).sum())
-    print(f"corpus sha256 {record['sha256'][:16]}... (Python {record['python_version']}); "
+    print(f"corpus sha256 {record['sha256'][:16]}... ({record.get('source') or 'Python ' + record['python_version']}); "
           f"{len(train_seqs)} training sequences ({n_train_tokens:,} tokens), {len(held_seqs)} held-out; "
           f"{int((ev['labels'] != -100).sum())} fixed held-out masks", flush=True)
     digests = {"corpus_sha256": record["sha256"], "tokenizer_sha256": tokenizer_digest(tok)}

@@ -111,6 +111,7 @@ class Trainer:
                  rngs: dict[str, np.random.Generator] | None = None, progress: bool = True,
                  desc: str = "train", items_name: str = "items",
                  describe_eval: Callable[[dict], str] | None = None):
+        """See the module docstring. `describe_eval(result) -> str` words an evaluation for the log."""
         if max_steps <= 0 and max_epochs <= 0:
             raise ValueError("give max_steps or max_epochs (a positive number), or the run never ends")
         if (patience or keep_best) and evaluate is None:
@@ -242,7 +243,10 @@ class Trainer:
                     t_last, items_last = now, s["items"]
                 if ((self.eval_every and s["step"] % self.eval_every == 0)
                         or (self.eval_each_epoch and self.epoch_ended)) and self.evaluate_fn is not None:
-                    log(self.describe_eval(self.evaluate()))
+                    r = self.evaluate()
+                    log(f"step {s['step']} (epoch {s['epoch'] + s['batch'] / len(self.epoch_batches(s['epoch'])):.2f}): "
+                        f"{self.describe_eval(r)}; train loss (last 50 steps) {np.mean(s['losses'][-50:]):.4f}; "
+                        f"{s['items'] / max(s['wall_time'], 1e-9):.0f} {self.items_name}/s")
                 if self.checkpoint_path and self.checkpoint_every and s["step"] % self.checkpoint_every == 0:
                     self.save(self.checkpoint_path)
                 if stop.is_set() or (self.stop_after and s["step"] - start_step >= self.stop_after):
@@ -348,9 +352,8 @@ def _check_shapes(path: str, what: str, stored: dict, params: Params, afresh: st
 
 
 def _describe(r: dict) -> str:
-    numbers = ", ".join(f"{k} {v:.4g}" for k, v in r.items()
-                        if k not in ("step", "epoch") and isinstance(v, (int, float)))
-    return f"step {r['step']} (epoch {r['epoch']}): {numbers}"
+    """An evaluation's numbers as `name value, ...` (the default of `describe_eval`)."""
+    return ", ".join(f"{k} {v:.4g}" for k, v in r.items() if k not in ("step", "epoch") and isinstance(v, (int, float)))
 
 
 def content_digest(*parts) -> str:
