@@ -822,9 +822,13 @@ def run(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.showwarning = lambda message, *rest: print(f"warning: {message}", file=sys.stderr)
+    from .checkpoint import CheckpointError
+    from .config import ConfigError
+    from .finetune import FinetuneError
+    from .generate import GenerateError
     try:
         metrics = run(args)
-    except AgoraError as e:
+    except (AgoraError, FinetuneError, GenerateError, CheckpointError, ConfigError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -303,12 +303,12 @@ def test_output_folder_and_resume_after_an_interrupted_round(tmp_path):
     out = str(tmp_path / "resumed")
     with pytest.raises(KeyboardInterrupt):
         run(seed=5, out=out, test=TEST, fit=interrupted_fit)
-    assert len(json.loads(open(os.path.join(out, "history.json")).read())) == 1
+    assert len(json.loads((tmp_path / "resumed" / "history.json").read_text())) == 1
     resumed = run(seed=5, out=out, test=TEST)
     assert strip_times(resumed.history) == strip_times(whole.history)
     assert resumed.generated == whole.generated
     assert resumed.dev_accuracy == whole.dev_accuracy
-    again = json.loads(open(os.path.join(out, "metrics.json")).read())
+    again = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
     assert again["agora"]["test_accuracy"] == metrics["agora"]["test_accuracy"]
 
     with pytest.raises(A.AgoraError, match="other settings"):
@@ -330,7 +330,7 @@ def write_tsv(path, ds):
 def cli(*args, cwd=None):
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "minibort.agora", *args], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=300)
+                          env=env, cwd=cwd, timeout=300, check=False)
 
 
 def test_cli_help_and_errors(tmp_path):
@@ -353,3 +353,32 @@ def test_cli_help_and_errors(tmp_path):
     other.write_text("text\tlabel\n" + "".join(f"{e.text}\tneutral\n" for e in DEV))
     r = cli("--train", train, "--dev", str(other), "--reference", "bow", "--out", str(tmp_path / "o6"))
     assert r.returncode != 0 and "error: " in r.stderr and "neutral" in r.stderr, r.stderr
+
+
+def test_cli_miniature_real_agora(tmp_path):
+    """bort-tiny, 3 sets, a dozen examples, one epoch each: the whole command, then a resume that has
+    nothing left to do."""
+    train, dev = write_tsv(tmp_path / "train.tsv", TRAIN), write_tsv(tmp_path / "dev.tsv", make_data(12, 1, "dev"))
+    test = write_tsv(tmp_path / "test.tsv", make_data(12, 2, "test"))
+    grid_file = tmp_path / "grid.json"
+    grid_file.write_text(json.dumps({"seed": [0, 1, 2], "lr": [1e-3], "epochs": [1]}))
+    out = tmp_path / "run"
+    args = ["--model", "bort-tiny", "--reference", "bow", "--train", train, "--dev", dev, "--test", test,
+            "--grid", str(grid_file), "--out", str(out), "--max-length", "24", "--no-progress"]
+    r = cli(*args)
+    assert r.returncode == 0, r.stderr
+    history = json.loads((out / "history.json").read_text())
+    assert history[0]["thetas_before"] == 3 and history[-1]["thetas_after"] == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["fits"] == sum(h["thetas_before"] for h in history)
+    for key in ("grid_best", "agora"):
+        assert 0 <= metrics[key]["test_accuracy"] <= 1
+    from minibort.finetune import load_classifier, predict
+    model, tok = load_classifier(out / "best")
+    dev_ds = make_data(12, 1, "dev")
+    assert np.mean(predict(model, tok, dev_ds) == dev_ds.label_ids()) == metrics["agora"]["dev_accuracy"]
+    lines = (out / "generated.tsv").read_text().splitlines()
+    assert len(lines) == metrics["generated"] + 1
+    again = cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert json.loads((out / "history.json").read_text()) == history

@@ -8,8 +8,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minibort.neighbours import (MaskedLMSubstitution, Mixture, Phi, TokenEdits, edit_count_range,
-                                 edit_fraction, levenshtein, make_phi, normalise)
+from minibort.neighbours import (
+    MaskedLMSubstitution,
+    Mixture,
+    Phi,
+    TokenEdits,
+    edit_count_range,
+    edit_fraction,
+    levenshtein,
+    make_phi,
+    normalise,
+)
 
 TINY = Path(__file__).resolve().parents[1] / "weights" / "bort-tiny"
 TEXTS = ["The break statement leaves the innermost loop early and skips its else clause.",
