@@ -389,6 +389,13 @@ def test_safetensors_header_length_that_spells_another_magic(tmp_path, header_le
     assert load_state_dict(tmp_path / "m.safetensors")["a"].shape == (1,)
 
 
+def test_safetensors_header_with_leading_whitespace_is_still_safetensors(tmp_path):
+    blob = b" \n\t" + json.dumps({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    (tmp_path / "m.safetensors").write_bytes(len(blob).to_bytes(8, "little") + blob + bytes(4))
+    assert file_kind(tmp_path / "m.safetensors") == "safetensors"
+    assert load_state_dict(tmp_path / "m.safetensors")["a"].shape == (1,)
+
+
 def test_mxnet_is_recognised_by_its_whole_header(tmp_path):
     mx_save(tmp_path / "a.params", {"x": np.ones(3, np.float32)})
     assert file_kind(tmp_path / "a.params") == "mxnet"

@@ -1,4 +1,4 @@
-"""minibort.safetensors: round trips, memory mapping, bfloat16, header validation, interop with the
+"""minibort.formats.safetensors: round trips, memory mapping, bfloat16, header validation, interop with the
 `safetensors` package (skipped without it)."""
 
 from __future__ import annotations

@@ -42,15 +42,16 @@ def file_kind(path: str | os.PathLike) -> str:
     path = os.fspath(path)
     try:
         with open(path, "rb") as f:
-            head = f.read(28)
+            head = f.read(4096)
             size = os.fstat(f.fileno()).st_size
     except OSError as e:
         raise CheckpointError(f"cannot read {path}: {e}") from None
     first_u64 = int.from_bytes(head[:8], "little") if len(head) >= 8 else -1
     if head[:4] == b"PK\x03\x04":
         return "torch-zip"
-    # safetensors: u64 header length that fits in the file, then the JSON object's "{".
-    if len(head) >= 9 and 2 <= first_u64 <= size - 8 and head[8:9] == b"{":
+    # safetensors: u64 header length that fits in the file, then the JSON object's "{" (after any
+    # JSON whitespace, which the reference reader accepts too).
+    if 2 <= first_u64 <= size - 8 and head[8:8 + first_u64].lstrip(b" \t\r\n")[:1] == b"{":
         return "safetensors"
     # MXNet: u64 0x112, u64 reserved = 0, u64 count, then (if count > 0) the first array's magic.
     if len(head) >= 24 and first_u64 == LIST_MAGIC and head[8:16] == bytes(8):

@@ -198,13 +198,14 @@ _ALLOWED_OPCODES = frozenset((
 ))
 
 
-# Limits of a state-dict pickle, checked before it runs. torch.save writes about 20 small objects per
-# tensor, nested 4 deep (dict -> rebuild call -> argument tuple -> persistent id); a 100-tensor model's
-# data.pkl is about 20 kB. A hostile pickle can make the unpickler build a million-deep tuple (hashing
-# it as a dict key overflows the C stack: a crash no `try` can catch), a list of tens of millions of
-# items (75 bytes of memory per byte of file) or integers of a million digits.
+# Limits of a state-dict pickle, checked before it runs. torch.save pushes about 25 values per tensor
+# on the unpickler's stack, nested 4 deep (dict -> rebuild call -> argument tuple -> persistent id),
+# in about 190 bytes: a BertForMaskedLM state dict of 76 tensors is a 14 kB data.pkl. A hostile
+# pickle can make the unpickler build a million-deep tuple (hashing it as a dict key overflows the C
+# stack: a crash no `try` can catch), a list of tens of millions of items (75 bytes of memory per
+# byte of file) or integers of a million digits.
 MAX_PICKLE_BYTES = 16 * 2 ** 20
-MAX_PICKLE_OBJECTS = 500_000          # values pushed on the unpickler's stack
+MAX_PICKLE_OBJECTS = 500_000          # values pushed on the unpickler's stack: ~20,000 tensors
 MAX_PICKLE_NESTING = 32               # containers inside containers
 MAX_PICKLE_INT = 2 ** 63              # every integer of a state dict fits in int64
 
@@ -234,7 +235,7 @@ class _PickleShape:
         self.pushed += 1
         if self.pushed > MAX_PICKLE_OBJECTS:
             raise CheckpointError(f"{self.where}: data.pkl builds more than {MAX_PICKLE_OBJECTS} objects "
-                                  f"(at byte {pos}); a state dict needs about 20 per tensor")
+                                  f"(at byte {pos}); a state dict needs about 25 per tensor")
         self.check_depth(depth, pos)
         self.stack.append(depth)
 
@@ -328,7 +329,7 @@ def _prescan_pickle(data: bytes, where: str) -> None:
     """
     if len(data) > MAX_PICKLE_BYTES:
         raise CheckpointError(f"{where}: data.pkl is {len(data)} bytes, more than the {MAX_PICKLE_BYTES} a "
-                              "state dict needs (about 200 bytes per tensor)")
+                              "state dict needs (about 190 bytes per tensor)")
     shape = _PickleShape(where)
     try:
         for op, arg, pos in pickletools.genops(data):
@@ -459,7 +460,11 @@ def _load_torch_zip(path: str, dtype: np.dtype | None, verify_crc: bool, mmap: b
         if len(pkls) != 1:
             raise CheckpointError(f"{path}: expected one '<folder>/data.pkl' in the zip, found {len(pkls)}")
         prefix = pkls[0][: -len("data.pkl")]
-        data = _read_member(zf, pkls[0], file_size, path)
+        declared = zf.getinfo(pkls[0]).file_size
+        if declared > MAX_PICKLE_BYTES:                   # refused before inflating it
+            raise CheckpointError(f"{path}: data.pkl is {declared} bytes, more than the {MAX_PICKLE_BYTES} a "
+                                  "state dict needs (about 190 bytes per tensor)")
+        data = _read_member(zf, pkls[0], min(file_size, MAX_PICKLE_BYTES), path)
         big_endian = False
         if f"{prefix}byteorder" in zf.namelist():
             order = _read_member(zf, f"{prefix}byteorder", 16, path)
