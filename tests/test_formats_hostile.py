@@ -198,6 +198,13 @@ def test_int64_sizes_that_overflow_are_refused(tmp_path, size, stride, match):
         load_state_dict(tmp_path / "m.bin")
 
 
+def test_stride_of_a_size_one_dimension_is_never_used(tmp_path):
+    # torch allows any stride on a dimension of size 1 (it never steps); a huge one loads as usual.
+    pkl = tensor_pickle(small_int(4), small_int(0), (long4(1), long4(4)), (long4(2 ** 63 - 1), long4(1)))
+    zip_pickle(tmp_path / "m.bin", pkl, {"archive/data/0": np.arange(4, dtype=np.float32).tobytes()})
+    np.testing.assert_array_equal(load_state_dict(tmp_path / "m.bin")["w"], [[0, 1, 2, 3]])
+
+
 def test_text_integer_opcodes_are_bounded(tmp_path):
     # INT and LONG written as decimal text: in range of int64 or refused; 5000 digits is malformed.
     for pkl, match in [(b"\x80\x02I" + b"9" * 30 + b"\n.", "bit integer"),

@@ -89,8 +89,9 @@ class _Tensor:
         """The tensor as an array: a view of the memory map where possible, converted to `dtype`."""
         base = self.storage.array
         item = base.dtype.itemsize
-        arr = np.lib.stride_tricks.as_strided(
-            base[self.offset:], shape=self.size, strides=tuple(s * item for s in self.stride))
+        # A dimension of size 0 or 1 never steps, so its stride (any int64 in the file) is irrelevant.
+        strides = tuple(s * item if n > 1 else 0 for n, s in zip(self.size, self.stride))
+        arr = np.lib.stride_tricks.as_strided(base[self.offset:], shape=self.size, strides=strides)
         if self.storage.bf16:
             arr = widen_bf16(arr)
         arr = cast_float(arr, dtype)
