@@ -89,13 +89,13 @@ class BortConfig:
 
     def __setattr__(self, name: str, value: object) -> None:
         # transformers' num_labels setter: a new count that the names do not match replaces them.
-        object.__setattr__(self, name, value)
         if name == "num_labels" and self.__dict__.get("_ready"):
-            _check_int("num_labels", value)
+            _check_size("num_labels", value)
             names = _custom_labels(self.extra)
             if names is not None and len(names) != value:
                 del self.extra["id2label"]
                 self.extra.pop("label2id", None)
+        object.__setattr__(self, name, value)
 
     # ---------------------------------------------------------------- labels
     @property
@@ -123,13 +123,8 @@ class BortConfig:
     # ---------------------------------------------------------------- checks
     def validate(self) -> None:
         """Refuse values of the wrong type, out of range or inconsistent, naming the field."""
-        for name, cap in MAX_SIZES.items():
-            value = _check_int(name, getattr(self, name))
-            if value <= 0:
-                raise ConfigError(f"BortConfig.{name} must be positive, got {value}")
-            if value > cap:
-                raise ConfigError(f"BortConfig.{name} is {value}, more than the {cap} minibort accepts "
-                                  "(a file asking for that is corrupt or not a BERT config)")
+        for name in MAX_SIZES:
+            _check_size(name, getattr(self, name))
         if self.hidden_size % self.num_attention_heads:
             raise ConfigError(
                 f"BortConfig.hidden_size ({self.hidden_size}) must be divisible by "
@@ -267,6 +262,17 @@ def _check_int(name: str, value: object, alternative: str = "") -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         what = f"an integer {alternative}".strip()
         raise ConfigError(f"BortConfig.{name} must be {what}, got {json.dumps(value, default=repr)}"[:200])
+    return value
+
+
+def _check_size(name: str, value: object) -> int:
+    """A size field: an int in [1, MAX_SIZES[name]], else a ConfigError naming the field."""
+    _check_int(name, value)
+    if value <= 0:
+        raise ConfigError(f"BortConfig.{name} must be positive, got {value}")
+    if value > MAX_SIZES[name]:
+        raise ConfigError(f"BortConfig.{name} is {value}, more than the {MAX_SIZES[name]} minibort accepts "
+                          "(a file asking for that is corrupt or not a BERT config)")
     return value
 
 

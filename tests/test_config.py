@@ -143,8 +143,10 @@ def test_num_labels_that_contradicts_the_names_rebuilds_them():
     c.num_labels = 3
     assert c.id2label == {0: "LABEL_0", 1: "LABEL_1", 2: "LABEL_2"}
     assert c.label2id == {"LABEL_0": 0, "LABEL_1": 1, "LABEL_2": 2}
-    with pytest.raises(ConfigError, match="num_labels must be an integer"):
-        c.num_labels = True
+    for bad, words in [(True, "num_labels must be an integer"), (0, "positive"), (4_000_000, "more than")]:
+        with pytest.raises(ConfigError, match=words):
+            c.num_labels = bad
+        assert c.num_labels == 3                                            # a refused value is not kept
 
 
 def test_from_dict_derives_one_from_the_other():
@@ -183,3 +185,10 @@ def test_transformers_reads_our_custom_labels(tmp_path):
     t.save_pretrained(tmp_path / "theirs")
     ours = BortConfig.from_json(tmp_path / "theirs" / "config.json")
     assert ours.num_labels == 3 and ours.id2label == t.id2label and ours.label2id == t.label2id
+
+
+def test_parameter_count_matches_the_classifier():
+    from minibort import BortForSequenceClassification
+    c = BortConfig(vocab_size=99, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=12,
+                   max_position_embeddings=32, num_labels=3)
+    assert c.parameter_count() == sum(v.size for v in BortForSequenceClassification(c).params.values())
