@@ -14,6 +14,17 @@ The loop, the author's steps, is `agora()` below. Its output folder holds histor
 round), best/ (the model returned, with its tokenizer), grid_best/ (round 1's best: "enumerate Θ and
 pick the best on dev", the paper's baseline), metrics.json and generated.tsv. Running the same
 command again continues from the last finished round.
+
+The fine-tunes of a round are independent. `--workers N` runs them in N processes with one BLAS
+thread each; in Python, `agora(..., executor=...)` takes any concurrent.futures.Executor, e.g. a Dask
+cluster's (`pip install "minibort[cluster]"`):
+
+    from distributed import Client
+    with Client("tcp://scheduler:8786") as client:          # or Client(LocalCluster(...))
+        result = agora("bort-tiny", "bow", train, dev, "small", executor=client.get_executor())
+
+The results do not depend on the executor: each θ carries its own seed, and results are gathered in
+grid order.
 """
 
 from __future__ import annotations
@@ -446,10 +457,10 @@ def agora(candidate: Any, reference: Any, train, dev, thetas: Sequence[Theta] | 
 
     Other arguments: `candidate` is what `fit` starts from (for the default fit, a model name or
     folder); `reference` a Reference, an object with predict(examples), or a callable from texts to
-    labels: the generated points' labels always come from it, never from gold labels. Its accuracy
-    on E is reported; at or below 2/3 (the algorithm asks for more) Agora warns, or refuses when
-    `strict`. `min_confidence` keeps only points the reference labels with at least that
-    probability. `fit(theta, train, dev[, start=model]) -> (model, dev label ids)` defaults to
+    labels (or a string for `load_reference`: "bow", a classifier folder). The generated points'
+    labels always come from it, never from gold labels. Its accuracy on E is reported; at or below
+    2/3 (the algorithm asks for more) Agora warns, or refuses when `strict`. `min_confidence` keeps
+    only points the reference labels with at least that probability. `fit(theta, train, dev[, start=model]) -> (model, dev label ids)` defaults to
     minibort.finetune; `generate` is φ (default: masked-LM substitution with bort-tiny, see
     minibort.neighbours); `predict(model, dataset) -> label ids` (default `model.predict(dataset)`)
     scores `test`; `executor` runs the fine-tunes of a round (default: in this process; any
@@ -480,6 +491,8 @@ def agora(candidate: Any, reference: Any, train, dev, thetas: Sequence[Theta] | 
     names = list(train.labels)
 
     # The reference: its labels must be the data's; its dev accuracy must be "ok-ish" (> 2/3).
+    if isinstance(reference, (str, os.PathLike)):
+        reference = load_reference(os.fspath(reference), train)
     ref = as_reference(reference, names)
     if ref.labels is not None and sorted(map(str, ref.labels)) != sorted(names):
         raise AgoraError(f"the reference's labels {ref.labels} are not the data's {names}; use a reference "

@@ -382,3 +382,10 @@ def test_cli_miniature_real_agora(tmp_path):
     again = cli(*args)
     assert again.returncode == 0, again.stderr
     assert json.loads((out / "history.json").read_text()) == history
+    # the run's model as a reference: a classifier folder, its labels checked against the data's
+    ref = A.load_reference(str(out / "best"), TRAIN)
+    assert ref.labels == ["bad", "good"] and set(ref.predict(list(DEV.examples))) <= {"bad", "good"}
+    renamed = Dataset([dataclasses.replace(e, label={"bad": "neg", "good": "pos"}[e.label]) for e in TRAIN],
+                      ["neg", "pos"], "renamed")
+    with pytest.raises(A.AgoraError, match="reference's labels"):
+        A.agora("bort-tiny", str(out / "best"), renamed, renamed, [{"seed": 0}], fit=vote_fit, progress=False)
