@@ -301,8 +301,9 @@ def load_pretrained(name_or_path: str | os.PathLike, revision: str = "main",
     """Config and state dict for any name `resolve` takes, or a weights file with config.json beside it.
 
     A folder holding only `bort.params` gets a config inferred from the weights (8 heads) with the
-    original MLM head's LayerNorm eps 1e-12. `mmap=True` returns read-only views of memory-mapped
-    safetensors (instant, no copy); do not rewrite the file while they live, or pass `mmap=False`.
+    original MLM head's LayerNorm eps 1e-12. `mmap=True` returns copy-on-write views of the memory-
+    mapped file (instant; training writes never reach the file), so the file must not be truncated or
+    rewritten while they live (that kills the process with SIGBUS); `mmap=False` reads a copy.
     """
     source = os.fspath(name_or_path)
     if os.path.isfile(source):                        # a weights file, config.json beside it
