@@ -443,10 +443,8 @@ def _docs_family(module: str) -> str | None:
     return None
 
 
-def _docs_split(module: str, dev: float, test: float) -> str:
-    """train / dev / test by the first 8 hex digits of sha256(module name)."""
-    u = int(hashlib.sha256(module.encode("utf-8")).hexdigest()[:8], 16) / 16 ** 8
-    return "test" if u < test else "dev" if u < test + dev else "train"
+def _doc_hash(module: str) -> int:
+    return int(hashlib.sha256(module.encode("utf-8")).hexdigest()[:8], 16)
 
 
 def docs_task(dev_fraction: float = 0.2, test_fraction: float = 0.2, min_words: int = 6,
@@ -455,13 +453,17 @@ def docs_task(dev_fraction: float = 0.2, test_fraction: float = 0.2, min_words: 
     """The stdlib-documentation task in memory: {"train", "dev", "test"} Datasets with labels
     ["concurrency", "internet"] (does a sentence document a concurrency module or an internet one?).
 
-    Sentences of 6-50 words from the docstrings of the two families' modules (`DOCS_FAMILIES`), each
-    module's sentences all in one split (by name hash), duplicates dropped (a sentence in two modules
-    goes nowhere). `max_train` keeps a random subset of that many training sentences (the scarce-data
-    version), drawn with `seed`. Deterministic for one Python version (its docstrings).
+    Sentences of 6-50 words from the docstrings of the two families' modules (`DOCS_FAMILIES`);
+    duplicates dropped (a sentence in two modules goes nowhere). Split by document, stratified by
+    family: within each family the modules are taken in the order of a hash of their names, the first
+    ones into test until it holds `test_fraction` of the family's sentences, the next into dev until
+    `dev_fraction`, the rest into train; so no module's sentences are in two splits, and each split has
+    about the family ratio of the whole. `max_train` keeps a random subset of that many training
+    sentences (the scarce-data version), drawn with `seed`. Deterministic for one Python version.
     """
     from . import corpus as C
-    by_split: dict[str, list[tuple[str, str]]] = {"train": [], "dev": [], "test": []}
+    by_module: dict[str, list[str]] = {}
+    family_of: dict[str, str] = {}
     seen: dict[str, int] = {}
     for doc_name, paragraphs in C.gather(stdlib_dir):
         if not doc_name.startswith("module:"):
@@ -470,18 +472,26 @@ def docs_task(dev_fraction: float = 0.2, test_fraction: float = 0.2, min_words: 
         family = _docs_family(module)
         if family is None:
             continue
-        split = _docs_split(module, dev_fraction, test_fraction)
+        family_of[module] = family
         for p in paragraphs:
             if p.startswith((">>>", "...")) or "::" in p:
                 continue
             for s in _SENTENCE_END.split(p):
                 if min_words <= len(s.split()) <= max_words and "\t" not in s:
                     seen[s] = seen.get(s, 0) + 1
-                    by_split[split].append((s, family))
-    out = {}
-    for split, items in by_split.items():
-        unique = [(s, f) for s, f in items if seen[s] == 1]
-        out[split] = Dataset([Example(s, None, f) for s, f in unique], list(DOCS_LABELS), f"docs/{split}")
+                    by_module.setdefault(module, []).append(s)
+    splits: dict[str, list[Example]] = {"train": [], "dev": [], "test": []}
+    for family in DOCS_LABELS:
+        modules = sorted((m for m in by_module if family_of[m] == family), key=lambda m: (_doc_hash(m), m))
+        sentences = {m: [s for s in by_module[m] if seen[s] == 1] for m in modules}
+        total = sum(len(v) for v in sentences.values())
+        taken = 0
+        for m in modules:
+            split = ("test" if taken < test_fraction * total
+                     else "dev" if taken < (test_fraction + dev_fraction) * total else "train")
+            splits[split] += [Example(s, None, family) for s in sentences[m]]
+            taken += len(sentences[m])
+    out = {name: Dataset(ex, list(DOCS_LABELS), f"docs/{name}") for name, ex in splits.items()}
     if max_train is not None and max_train < len(out["train"]):
         rng = np.random.default_rng(seed)
         keep = sorted(rng.choice(len(out["train"]), size=max_train, replace=False).tolist())

@@ -430,7 +430,8 @@ def predict_proba(model, tokenizer, dataset: Dataset, batch_size: int = 32,
     if model.config.num_labels == 1:
         raise FinetuneError("predict_proba needs a classifier; this model is a regression (num_labels 1): "
                             "use predict")
-    return L.softmax(predict_logits(model, tokenizer, dataset, batch_size, max_length).astype(np.float64))
+    probs, _ = L.softmax(predict_logits(model, tokenizer, dataset, batch_size, max_length).astype(np.float64))
+    return probs                                                                      # (N, C)
 
 
 def score(metric_kind: str | None, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -506,11 +507,13 @@ def finetune(cfg: FinetuneConfig, train: Dataset | None = None, dev: Dataset | N
                 "data": content_digest({"train": repr(train.examples), "dev": repr(dev.examples),
                                         "labels": repr(train.labels)})}
     out = cfg.out
+    show = progress and cfg.progress
+    log = print if show else _quiet
     trainer = Trainer(model, opt, step_fn, batches, max_epochs=cfg.epochs, schedule=sched, clip=cfg.clip,
                       evaluate=evaluate, eval_each_epoch=True, metric=metric_name, higher_is_better=True,
                       patience=cfg.patience, keep_best=True, settings=settings, resumable=RESUMABLE,
                       checkpoint_path=os.path.join(out, "checkpoint.npz") if out else None,
-                      stop_after=cfg.stop_after, progress=progress and cfg.progress, desc="finetune",
+                      stop_after=cfg.stop_after, progress=show, desc="finetune",
                       items_name="ex", describe_eval=lambda r: _describe(r, metric_name))
     if out:
         _check_out_folder(out)
@@ -518,17 +521,21 @@ def finetune(cfg: FinetuneConfig, train: Dataset | None = None, dev: Dataset | N
             ckpt = os.path.join(out, "checkpoint.npz")
             if cfg.resume and os.path.exists(ckpt):
                 trainer.load(ckpt)
-            run = trainer.run()
+            run = trainer.run(log=log)
             result = _result(cfg, trainer, run, model, tokenizer, metric_name, kind, tests, max_len, t0)
             if run["finished"]:
                 write_outputs(out, cfg, result, train, tests)
             return result
-    run = trainer.run()
+    run = trainer.run(log=log)
     return _result(cfg, trainer, run, model, tokenizer, metric_name, kind, tests, max_len, t0)
 
 
 # Fields that may change between a stop and a resume without changing the result.
 RESUMABLE = ("out", "resume", "stop_after", "progress", "eval_batch_size", "test")
+
+
+def _quiet(message: str) -> None:
+    """A log function that drops its message (runs with progress off, e.g. Agora's many fits)."""
 
 
 def evaluate_names(kind: str | None) -> set[str]:
