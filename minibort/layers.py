@@ -90,11 +90,18 @@ def layer_norm_backward(dy: np.ndarray, cache):
     xhat, rstd, w = cache
     H = xhat.shape[-1]
     dy2 = dy.reshape(-1, H)
-    dw = (dy2 * xhat.reshape(-1, H)).sum(axis=0)                   # (H,)
+    t = dy2 * xhat.reshape(-1, H)                                  # (R, H) the one temporary reused below
+    dw = t.sum(axis=0)                                             # (H,)
     db = dy2.sum(axis=0)                                           # (H,)
     g = dy * w                                                     # (..., H)
-    dx = rstd * (g - g.mean(axis=-1, keepdims=True) - xhat * (g * xhat).mean(axis=-1, keepdims=True))
-    return dx, dw, db
+    t = t.reshape(g.shape)
+    np.multiply(g, xhat, out=t)
+    m2 = t.mean(axis=-1, keepdims=True)                            # (..., 1) mean(g * xhat)
+    g -= g.mean(axis=-1, keepdims=True)                            # g - mean(g), in place
+    np.multiply(xhat, m2, out=t)
+    g -= t
+    g *= rstd                                                      # dx
+    return g, dw, db
 
 
 # ----------------------------------------------------------------------------------------- GELU
@@ -207,7 +214,15 @@ def gelu(x: np.ndarray):
 def gelu_backward(dy: np.ndarray, cache) -> np.ndarray:
     """d/dx [x Phi(x)] = Phi(x) + x phi(x), with phi the normal density exp(-x^2/2) / sqrt(2 pi)."""
     x, phi = cache
-    return dy * (phi + x * (_INV_SQRT_2PI * np.exp(-0.5 * x * x)))
+    # dy * (phi + x * (exp(-x^2 / 2) / sqrt(2 pi))), in one temporary instead of six
+    t = np.multiply(x, -0.5)                                        # (..., I)
+    t *= x
+    np.exp(t, out=t)
+    t *= _INV_SQRT_2PI                                              # phi(x), the density
+    t *= x
+    t += phi
+    t *= dy
+    return t
 
 
 # ----------------------------------------------------------------------------------------- tanh
@@ -238,9 +253,16 @@ def softmax(x: np.ndarray, axis: int = -1, inplace: bool = False):
     return y, y
 
 
-def softmax_backward(dy: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
-    """dx = y * (dy - sum(dy * y)): the Jacobian diag(y) - y y^T applied to dy."""
-    return y * (dy - (dy * y).sum(axis=axis, keepdims=True))
+def softmax_backward(dy: np.ndarray, y: np.ndarray, axis: int = -1, out: np.ndarray | None = None) -> np.ndarray:
+    """dx = y * (dy - sum(dy * y)): the Jacobian diag(y) - y y^T applied to dy.
+
+    One temporary the size of dy (or none with out=dy, which overwrites dy with dx).
+    """
+    t = dy * y                                                      # (..., T)
+    s = t.sum(axis=axis, keepdims=True)                             # (..., 1)
+    dx = np.subtract(dy, s, out=t if out is None else out)          # dy - sum(dy * y)
+    dx *= y
+    return dx
 
 
 # ----------------------------------------------------------------------------------------- dropout
@@ -275,12 +297,173 @@ def attention_mask_bias(attention_mask: np.ndarray, dtype) -> np.ndarray:
     return ((1.0 - attention_mask.astype(dtype)) * neg)[:, None, None, :]
 
 
+def attention_reference(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask_bias: np.ndarray,
+                        p_drop: float = 0.0, rng: np.random.Generator | None = None):
+    """softmax(q k^T / sqrt D + mask) v for all heads at once, the textbook form: (B, N, T, D) -> (B, N, T, D).
+
+    Read this one first: `attention` below computes the same thing block by block. Returns
+    (context, probabilities, cache); the tests compare the fast form against this one.
+    """
+    D = q.shape[-1]
+    scale = 1.0 / math.sqrt(D)
+    scores = q @ k.transpose(0, 1, 3, 2)                            # (B, N, T, T): one batched matmul
+    scores *= scale
+    scores += mask_bias                                             # (B, 1, 1, T) broadcast
+    probs, _ = softmax(scores, inplace=True)                        # (B, N, T, T)
+    probs_d, drop_cache = dropout(probs, p_drop, rng)               # (B, N, T, T)
+    ctx = probs_d @ v                                               # (B, N, T, D)
+    return ctx, probs, (q, k, v, probs, probs_d, drop_cache, scale)
+
+
+def attention_reference_backward(dctx: np.ndarray, cache):
+    """(B, N, T, D) gradient of the context -> dq, dk, dv, each (B, N, T, D). The forward read upwards."""
+    q, k, v, probs, probs_d, drop_cache, scale = cache
+    dprobs_d = dctx @ v.transpose(0, 1, 3, 2)                       # (B, N, T, T)
+    dv = probs_d.transpose(0, 1, 3, 2) @ dctx                       # (B, N, T, D)
+    dprobs = dropout_backward(dprobs_d, drop_cache)
+    dscores = softmax_backward(dprobs, probs)                       # (B, N, T, T); the mask is constant
+    dscores *= scale
+    dq = dscores @ k                                                # (B, N, T, D)
+    dk = dscores.transpose(0, 1, 3, 2) @ q                          # (B, N, T, D)
+    return dq, dk, dv
+
+
+# The fast form. The reference makes (B, N, T, T) arrays: 64 MB of scores per layer at Bort's 8 x 512,
+# swept from memory seven times (scale, mask, max, subtract, exp, sum, divide) and once more by the
+# product with v. Memory, not arithmetic, sets its pace. `attention` computes the same numbers one
+# block of scores at a time, a block small enough (ATTENTION_BLOCK_BYTES) to stay in the core's L2
+# cache from its matmul through its softmax to its product with v; only the block's results go out
+# to memory. That is FlashAttention's idea (Dao et al., 2022), in NumPy.
+#
+# FlashAttention also splits the keys, and then needs a running softmax: having seen keys 1..j of a
+# row with running max m and running sum l = sum exp(s_i - m) and context c = sum exp(s_i - m) v_i,
+# the next block of scores s' gives m' = max(m, max s'), l' = l e^(m - m') + sum exp(s' - m'),
+# c' = c e^(m - m') + sum exp(s' - m') v', and c / l at the end is the softmax-weighted sum. Bort's
+# rows have at most 512 keys (max_position_embeddings), and a block of whole rows fits in L2 (128
+# rows x 512 keys x 4 bytes = 256 KB), so here every block holds whole rows and the softmax of a
+# row is the ordinary one: the same arithmetic as the reference, with no rescaling.
+#
+# Two more savings: the 1/sqrt(D) scale is applied to q (T x D numbers) instead of the scores
+# (T x T), and the context and gradients are written straight into (B, T, N, D) arrays, whose
+# (B, T, H) reshape is free (the reference's transpose back costs a copy).
+#
+# Blocks: for each sequence b, either a group of whole heads (when one head's T x T scores are small:
+# at T = 128, 4 heads of 64 KB each) or, for long sequences, one head and a band of query rows.
+# Either way a block is a contiguous slice of the (B, N, T, T) array, visited in memory order, so the
+# dropout masks drawn block by block are exactly the reference's one big draw.
+
+ATTENTION_BLOCK_BYTES = 1 << 18        # scores per block: 256 KB, a quarter of this machine's L2
+
+
+def attention_blocks(B: int, N: int, T: int, itemsize: int, block_bytes: int = ATTENTION_BLOCK_BYTES):
+    """Yield (b, heads, rows) slices covering (B, N, T, T) in memory order, each about `block_bytes`."""
+    head_bytes = T * T * itemsize                                   # one head's (T, T) scores
+    if head_bytes <= block_bytes:                                   # whole heads, several at a time
+        g = max(1, block_bytes // head_bytes)
+        for b in range(B):
+            for n in range(0, N, g):
+                yield b, slice(n, min(n + g, N)), slice(0, T)
+    else:                                                           # one head, a band of query rows
+        r = max(1, block_bytes // (T * itemsize))
+        for b in range(B):
+            for n in range(N):
+                for t in range(0, T, r):
+                    yield b, slice(n, n + 1), slice(t, min(t + r, T))
+
+
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask_bias: np.ndarray, p_drop: float = 0.0,
+              rng: np.random.Generator | None = None, keep_probs: bool = True,
+              block_bytes: int = ATTENTION_BLOCK_BYTES):
+    """`attention_reference`'s result computed block by block: (B, N, T, D) q, k, v -> context (B, T, N, D).
+
+    The context comes in (B, T, N, D) layout (reshape to (B, T, H) is free). Returns (context,
+    probabilities, cache). keep_probs=False (inference) keeps no (B, N, T, T) array at all: the
+    probabilities and the cache are then None.
+    """
+    B, N, T, D = q.shape
+    dtype = q.dtype
+    scale = 1.0 / math.sqrt(D)
+    qs = q * scale                                                  # (B, N, T, D) scaled once, here
+    ctx = np.empty((B, T, N, D), dtype=dtype)
+    ctx_h = ctx.transpose(0, 2, 1, 3)                               # (B, N, T, D) view for writing
+    drop = p_drop > 0.0 and rng is not None
+    probs = np.empty((B, N, T, T), dtype=dtype) if keep_probs else None
+    keep = np.empty((B, N, T, T), dtype=bool) if drop and keep_probs else None
+    scratch = np.empty(block_bytes // dtype.itemsize + T, dtype=dtype)  # a block's scores, reused
+    try:
+        mask_bias = np.broadcast_to(mask_bias, (B, 1, 1, T))        # (B, 1, 1, T)
+    except ValueError:
+        raise ValueError(f"mask_bias has shape {np.shape(mask_bias)}; the blocked attention takes one bias "
+                         f"per key, (B, 1, 1, T) = {(B, 1, 1, T)}, as attention_mask_bias(mask, dtype) "
+                         "builds it (use attention_reference for other shapes)") from None
+    padded = (mask_bias != 0.0).any(axis=(1, 2, 3))                 # (B,): sequences with padding
+    for b, hs, rows in attention_blocks(B, N, T, dtype.itemsize, block_bytes):
+        g, r = hs.stop - hs.start, rows.stop - rows.start
+        s = probs[b, hs, rows] if keep_probs else scratch[:g * r * T].reshape(g, r, T)  # (g, r, T)
+        np.matmul(qs[b, hs, rows], k[b, hs].transpose(0, 2, 1), out=s)  # (g, r, D) @ (g, D, T)
+        if padded[b]:
+            s += mask_bias[b]                                       # (1, 1, T) broadcast
+        softmax(s, inplace=True)                                    # (g, r, T), still in cache
+        if drop:
+            kb = rng.random(s.shape, dtype=dtype) >= p_drop         # (g, r, T) this block's mask
+            if keep is not None:
+                keep[b, hs, rows] = kb
+            s = s * kb                                              # a copy: probs stay for the backward
+            s *= 1.0 / (1.0 - p_drop)
+        np.matmul(s, v[b, hs], out=ctx_h[b, hs, rows])              # (g, r, T) @ (g, T, D)
+    cache = (qs, k, v, probs, keep, p_drop, scale, block_bytes) if keep_probs else None
+    return ctx, probs, cache
+
+
+def attention_backward(dctx: np.ndarray, cache):
+    """(B, T, N, D) gradient of `attention`'s context -> dq, dk, dv, each (B, T, N, D).
+
+    Block by block as the forward, with the reference's formulas: for a block of probabilities P,
+    dv += P_d^T dC, dP = dropout_backward(dC v^T), dS = softmax_backward(dP, P), dq = scale dS k,
+    dk += dS^T (scale q).
+    """
+    qs, k, v, probs, keep, p_drop, scale, block_bytes = cache
+    B, N, T, D = qs.shape
+    dtype = qs.dtype
+    dctx_h = dctx.transpose(0, 2, 1, 3)                             # (B, N, T, D) view
+    dq, dk, dv = (np.empty((B, T, N, D), dtype=dtype) for _ in range(3))
+    dq_h, dk_h, dv_h = (t.transpose(0, 2, 1, 3) for t in (dq, dk, dv))  # (B, N, T, D) views
+    for b, hs, rows in attention_blocks(B, N, T, dtype.itemsize, block_bytes):
+        P = probs[b, hs, rows]                                      # (g, r, T)
+        dC = dctx_h[b, hs, rows]                                    # (g, r, D)
+        first = rows.start == 0                                     # dk, dv: first band sets, others add
+        Pd = P
+        if keep is not None:
+            Pd = P * keep[b, hs, rows]                              # (g, r, T) the dropped probabilities
+            Pd *= 1.0 / (1.0 - p_drop)
+        if first:
+            np.matmul(Pd.transpose(0, 2, 1), dC, out=dv_h[b, hs])   # (g, T, r) @ (g, r, D)
+        else:
+            dv_h[b, hs] += Pd.transpose(0, 2, 1) @ dC
+        dS = dC @ v[b, hs].transpose(0, 2, 1)                       # (g, r, T) d(dropped probs)
+        if keep is not None:
+            dS *= keep[b, hs, rows]
+            dS *= 1.0 / (1.0 - p_drop)                              # (g, r, T) d(probs)
+        softmax_backward(dS, P, out=dS)                             # (g, r, T) d(scores), in place
+        np.matmul(dS, k[b, hs], out=dq_h[b, hs, rows])              # (g, r, T) @ (g, T, D)
+        dq_h[b, hs, rows] *= scale
+        if first:
+            np.matmul(dS.transpose(0, 2, 1), qs[b, hs, rows], out=dk_h[b, hs])  # (g, T, r) @ (g, r, D)
+        else:
+            dk_h[b, hs] += dS.transpose(0, 2, 1) @ qs[b, hs, rows]
+    return dq, dk, dv
+
+
 def self_attention(x: np.ndarray, Wq, bq, Wk, bk, Wv, bv, mask_bias: np.ndarray, num_heads: int,
-                   p_drop: float = 0.0, rng: np.random.Generator | None = None):
+                   p_drop: float = 0.0, rng: np.random.Generator | None = None, reference: bool = False,
+                   keep_probs: bool = True):
     """Multi-head self-attention before the output projection: (B, T, H) -> context (B, T, H).
 
     q, k, v = x Wq^T + bq, ...; split into N contiguous heads of D; softmax(q k^T / sqrt D + mask) v.
-    Returns (context, probabilities, cache).
+    Returns (context, probabilities, cache). reference=True computes the T x T part with
+    `attention_reference` (the textbook form), otherwise with the blocked `attention`; the two agree
+    to rounding. keep_probs=False (inference, blocked form only) returns None for both probabilities
+    and cache.
     """
     B, T, H = x.shape
     N = num_heads
@@ -291,37 +474,33 @@ def self_attention(x: np.ndarray, Wq, bq, Wk, bk, Wv, bv, mask_bias: np.ndarray,
     k, c_k = linear(x, Wk, bk)                                      # (B, T, H)
     v, c_v = linear(x, Wv, bv)                                      # (B, T, H)
     q, k, v = (t.reshape(B, T, N, D).transpose(0, 2, 1, 3) for t in (q, k, v))  # (B, N, T, D) views
-    scale = 1.0 / math.sqrt(D)
-    scores = q @ k.transpose(0, 1, 3, 2)                            # (B, N, T, T)
-    scores *= scale
-    scores += mask_bias                                             # (B, 1, 1, T) broadcast
-    probs, _ = softmax(scores, inplace=True)                        # (B, N, T, T)
-    probs_d, drop_cache = dropout(probs, p_drop, rng)               # (B, N, T, T)
-    ctx = probs_d @ v                                               # (B, N, T, D)
-    ctx = ctx.transpose(0, 2, 1, 3).reshape(B, T, H)                # (B, T, H), heads side by side
-    cache = (c_q, c_k, c_v, q, k, v, probs, probs_d, drop_cache, scale)
-    return ctx, probs, cache
+    if reference:
+        ctx, probs, c_att = attention_reference(q, k, v, mask_bias, p_drop, rng)  # (B, N, T, D)
+        ctx = ctx.transpose(0, 2, 1, 3).reshape(B, T, H)            # (B, T, H), heads side by side
+    else:
+        ctx, probs, c_att = attention(q, k, v, mask_bias, p_drop, rng, keep_probs)  # (B, T, N, D)
+        ctx = ctx.reshape(B, T, H)                                  # (B, T, H): a free reshape
+        if c_att is None:
+            return ctx, None, None
+    return ctx, probs, (reference, c_q, c_k, c_v, c_att)
 
 
 def self_attention_backward(dctx: np.ndarray, cache):
     """-> dx, dWq, dbq, dWk, dbk, dWv, dbv. The forward read upwards."""
-    c_q, c_k, c_v, q, k, v, probs, probs_d, drop_cache, scale = cache
-    B, N, T, D = q.shape
-    H = N * D
-    dctx = dctx.reshape(B, T, N, D).transpose(0, 2, 1, 3)           # (B, N, T, D)
-    dprobs_d = dctx @ v.transpose(0, 1, 3, 2)                       # (B, N, T, T)
-    dv = probs_d.transpose(0, 1, 3, 2) @ dctx                       # (B, N, T, D)
-    dprobs = dropout_backward(dprobs_d, drop_cache)
-    dscores = softmax_backward(dprobs, probs)                       # (B, N, T, T); the mask is constant
-    dscores *= scale
-    dq = dscores @ k                                                # (B, N, T, D)
-    dk = dscores.transpose(0, 1, 3, 2) @ q                          # (B, N, T, D)
-
-    def merge(t):                                                   # (B, N, T, D) -> (B, T, H)
-        return t.transpose(0, 2, 1, 3).reshape(B, T, H)
-    dx, dWq, dbq = linear_backward(merge(dq), c_q)
-    dx_k, dWk, dbk = linear_backward(merge(dk), c_k)
-    dx_v, dWv, dbv = linear_backward(merge(dv), c_v)
+    reference, c_q, c_k, c_v, c_att = cache
+    B, T, H = dctx.shape
+    N = c_att[0].shape[1]
+    D = H // N
+    if reference:
+        dq, dk, dv = attention_reference_backward(
+            dctx.reshape(B, T, N, D).transpose(0, 2, 1, 3), c_att)  # (B, N, T, D) each
+        dq, dk, dv = (t.transpose(0, 2, 1, 3).reshape(B, T, H) for t in (dq, dk, dv))  # (B, T, H) copies
+    else:
+        dq, dk, dv = attention_backward(dctx.reshape(B, T, N, D), c_att)  # (B, T, N, D) each
+        dq, dk, dv = (t.reshape(B, T, H) for t in (dq, dk, dv))     # (B, T, H): free reshapes
+    dx, dWq, dbq = linear_backward(dq, c_q)
+    dx_k, dWk, dbk = linear_backward(dk, c_k)
+    dx_v, dWv, dbv = linear_backward(dv, c_v)
     dx += dx_k                                                      # x fed all three projections
     dx += dx_v
     return dx, dWq, dbq, dWk, dbk, dWv, dbv
