@@ -26,12 +26,13 @@ Time limits, each an environment variable holding a number (0 switches the last 
 - `MINIBORT_HUB_DEADLINE` seconds (default 0: none) for one whole file, retries included.
 
 How a download stays correct, even against a hostile server:
-- It streams into `<filename>.incomplete` (one process at a time: a lock), and only a whole file is
-  renamed into place. The size is checked, and the sha256 too when the hub reports one (`X-Linked-Etag`
+- It streams into `<filename>.incomplete` (one process at a time: a lock; progress on a tqdm bar, or
+  in a log a line every `LOG_INTERVAL` seconds), and only a whole file is renamed into place. The size is checked, and the sha256 too when the hub reports one (`X-Linked-Etag`
   / `ETag` of LFS files). A cached file is re-hashed against its sidecar each time it is looked up
   (about 0.2 s per 300 MB), so a truncated or bit-flipped one is fetched again, never used.
 - An interrupted transfer resumes with `Range` and `If-Range` (the first response's strong ETag, else
-  its Last-Modified), so the server sends the rest only if the file did not change. A resumed answer
+  its Last-Modified if a minute older than its Date), so the server sends the rest only if the file
+  did not change. A resumed answer
   with another or no validator, a wrong `Content-Range`, or a 416 starts the file over, and a file
   whose server gave no validator is never resumed: two versions are never spliced.
 - Attempts in a row that add nothing beyond the most bytes ever held are bounded (`RETRIES`); a 404
