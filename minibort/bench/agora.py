@@ -144,6 +144,28 @@ def workers_speedup(args, log) -> dict:
     return out
 
 
+def measure_phi(args, reference, log) -> list[dict]:
+    """φ's distance knobs: for bands [δ, ε] of edit fraction, one MLM neighbour per dev sentence; how
+    many are made, and how often the reference's label of the neighbour equals the source's gold label
+    (a neighbour too distinct no longer belongs to its source's class)."""
+    from ..neighbours import MaskedLMSubstitution
+    dev = task(args.train_size, args.dev_size, args.test_size, 0)["dev"]
+    texts, gold = [e.text for e in dev], [e.label for e in dev]
+    rows = []
+    for low, high in ((0.05, 0.1), (0.1, 0.3), (0.3, 0.5), (0.5, 0.8)):
+        points = MaskedLMSubstitution(low=low, high=high)(texts, 1, seed=0)
+        labels = reference.ref.predict([dev[p.source].__class__(p.text) for p in points])
+        row = {"low": low, "high": high, "made": len(points) / len(texts),
+               "mean_edit": float(np.mean([p.edit_fraction for p in points])),
+               "reference_keeps_gold": float(np.mean([y == gold[p.source] for p, y in zip(points, labels)]))}
+        rows.append(row)
+        log(f"phi band [{low}, {high}]: made {row['made']:.2f} per text, mean edit {row['mean_edit']:.2f}, "
+            f"reference label = source's gold for {row['reference_keeps_gold']:.2f}")
+    src = reference.ref.predict(list(dev.examples))
+    log(f"(the reference on the sources themselves: {np.mean([y == g for y, g in zip(src, gold)]):.2f})")
+    return rows
+
+
 def table(rows: list[dict]) -> str:
     cols = ["majority", "reference", "grid_best", "agora", "phi_on_train", "no_generation"]
     lines = ["| | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
@@ -169,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--test-size", type=int, default=500)
     ap.add_argument("--generator", default="mlm")
     ap.add_argument("--no-speedup", action="store_true", help="skip the --workers 2 measurement")
+    ap.add_argument("--phi-only", action="store_true", help="only measure φ's edit-fraction bands")
     args = ap.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
 
@@ -180,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     reference = _Ref(pool["pool"])
     ref_dev = accuracy(reference.predict_ids(pool["dev"]), pool["dev"].label_ids())
     log(f"reference bow on {len(pool['pool'])} sentences: dev accuracy {ref_dev:.3f}")
+    if args.phi_only:
+        with open(os.path.join(args.out, "phi.json"), "w", encoding="utf-8") as f:
+            json.dump(measure_phi(args, reference, log), f, indent=1)
+        return 0
     rows = []
     for seed in range(args.seeds):
         rows.append(run_seed(args, seed, reference, log))
