@@ -764,7 +764,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--label-column", default="label", help="(default: %(default)s)")
     g = ap.add_argument_group("the grid and fine-tuning")
     g.add_argument("--grid", default="small", help="small, original (alexa/bort's 480 sets) or a JSON file")
-    g.add_argument("--recipe", choices=("bort", "transformers"), default="bort", help="(default: %(default)s)")
+    g.add_argument("--recipe", choices=("bort", "transformers"), default="transformers",
+                   help="finetune's recipe for every θ (default: %(default)s, as finetune's)")
     g.add_argument("--epochs", type=int, default=None, help="epochs per fine-tune (default: finetune's)")
     g.add_argument("--max-length", type=int, default=None, help="tokens per example (default: finetune's)")
     g.add_argument("--out", required=True, help="output folder; an existing Agora folder is resumed")

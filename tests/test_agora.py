@@ -389,3 +389,18 @@ def test_cli_miniature_real_agora(tmp_path):
                       ["neg", "pos"], "renamed")
     with pytest.raises(A.AgoraError, match="reference's labels"):
         A.agora("bort-tiny", str(out / "best"), renamed, renamed, [{"seed": 0}], fit=vote_fit, progress=False)
+
+
+def test_cli_two_workers_give_the_same_run(tmp_path):
+    """The real fine-tunes in a pool of 2 processes (one BLAS thread each) and in this one agree."""
+    train, dev = write_tsv(tmp_path / "train.tsv", TRAIN), write_tsv(tmp_path / "dev.tsv", make_data(12, 1, "dev"))
+    grid_file = tmp_path / "grid.json"
+    grid_file.write_text(json.dumps({"seed": [0, 1], "lr": [1e-3], "epochs": [1]}))
+    histories = []
+    for workers in ("1", "2"):
+        out = tmp_path / f"w{workers}"
+        r = cli("--reference", "bow", "--train", train, "--dev", dev, "--grid", str(grid_file), "--out", str(out),
+                "--max-length", "24", "--generator", "edit", "--workers", workers, "--no-progress")
+        assert r.returncode == 0, r.stderr
+        histories.append(strip_times(json.loads((out / "history.json").read_text())))
+    assert histories[0] == histories[1]
