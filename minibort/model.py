@@ -172,9 +172,10 @@ def estimate_memory(config: BortConfig, B: int, T: int, dtype, logit_rows: int =
                     training: bool = False) -> int:
     """Bytes held by the two arrays that grow fastest: attention scores (B, N, T, T) and logits (R, V).
 
-    Inference keeps one block's scores alive (plus one temporary of that size); a training step keeps
-    every block's probabilities, and with dropout their dropped copy, for the backward. Logits count
-    twice: the array and its softmax (or gradient). Weights and (B, T, H) activations come on top.
+    Inference holds one encoder layer's attention probabilities at a time (counted twice, for the
+    temporaries around them); a training step keeps every layer's, and with dropout their mask, for
+    the backward. Logits count twice: the array and its softmax (or gradient). Weights and (B, T, H)
+    activations come on top, so this is a floor for the largest calls, not a total.
     """
     s = np.dtype(dtype).itemsize
     attention = B * config.num_attention_heads * T * T * s                      # one (B, N, T, T) array
@@ -193,7 +194,7 @@ def check_memory(config: BortConfig, shape: tuple[int, int], dtype, logit_rows: 
     if limit and need > limit:
         raise InputError(
             f"this call needs about {need / 2**30:.1f} GiB ({np.dtype(dtype).name}: attention {B} x "
-            f"{config.num_attention_heads} x {T}^2 per block, logits {logit_rows} x {config.vocab_size}), "
+            f"{config.num_attention_heads} x {T}^2 per layer, logits {logit_rows} x {config.vocab_size}), "
             f"more than the limit of {limit / 2**30:.1f} GiB; use a smaller batch or shorter sequences, "
             "or positions= to compute logits only where you need them (the limit is "
             f"{MEMORY_FRACTION:.0%} of physical memory; MINIBORT_MEMORY_LIMIT overrides it)")
