@@ -613,21 +613,21 @@ class BortForMaskedLM(_Bort):
         sel = labels != -100                                                        # (B, T)
         if not sel.any():
             raise InputError("every label is -100: there is nothing to learn from in this batch")
-        y = labels[sel]
+        y = labels[sel]                                                             # (M,)
         if y.min() < 0 or y.max() >= self.config.vocab_size:
             raise InputError(f"labels must be -100 or in [0, {self.config.vocab_size})")
         h_sel = h[sel]                                                              # (M, H)
         logits, c_head = mlm_head(self.params, self.config, h_sel, self.word_embeddings)  # (M, V)
-        loss, c_ce = L.cross_entropy(logits, y)
+        loss, c_ce = L.cross_entropy(logits, y)                                     # scalar
         loss = loss * mlm_weight
-        dlogits = L.cross_entropy_backward(mlm_weight, c_ce)
+        dlogits = L.cross_entropy_backward(mlm_weight, c_ce)                        # (M, V)  loss = CE(logits, y)
         if teacher_logits is not None:
             kd, c_kd = L.distillation_kl(logits, np.asarray(teacher_logits), temperature)
             loss = loss + distill_weight * kd
-            dlogits += L.distillation_kl_backward(distill_weight, c_kd)
-        dh_sel, grads, d_word_dec = mlm_head_backward(dlogits, c_head)
-        dh = np.zeros_like(h)
-        dh[sel] = dh_sel                                                            # (B, T, H)
+            dlogits += L.distillation_kl_backward(distill_weight, c_kd)             # (M, V)  loss += KD
+        dh_sel, grads, d_word_dec = mlm_head_backward(dlogits, c_head)              # (M, H)  logits = head(h_sel)
+        dh = np.zeros_like(h)                                                       # (B, T, H)
+        dh[sel] = dh_sel                                                            # (B, T, H)  h_sel = h[sel]
         # The tied table gets both gradients: the decoder's, and the lookup's added into it. (The pad
         # row keeps the decoder's part: only the lookup gives it none, as in PyTorch.)
         grads.update(encoder_backward(dh, cache, self.prefix, self.config, word_grad=d_word_dec))
