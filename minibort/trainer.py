@@ -249,7 +249,8 @@ class Trainer:
                         f"{s['items'] / max(s['wall_time'], 1e-9):.0f} {self.items_name}/s")
                 if self.checkpoint_path and self.checkpoint_every and s["step"] % self.checkpoint_every == 0:
                     self.save(self.checkpoint_path)
-                if stop.is_set() or (self.stop_after and s["step"] - start_step >= self.stop_after):
+                asked = stop.is_set() or (self.stop_after and s["step"] - start_step >= self.stop_after)
+                if asked and not self._done():                  # at the very end, finish instead
                     if self.checkpoint_path:
                         self.save(self.checkpoint_path)
                         log(f"stopped at step {s['step']}; checkpoint {self.checkpoint_path}; "

@@ -295,3 +295,9 @@ def test_a_field_without_help_is_a_programming_error():
         x: int = 1
     with pytest.raises(TypeError, match="Bare.x has no help text"):
         build_parser(Bare)
+
+
+def test_a_stop_asked_for_at_the_last_step_finishes_the_run():
+    tr = make(max_steps=4, stop_after=4)
+    assert tr.run(log=quiet)["finished"]
+
