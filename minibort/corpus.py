@@ -1,23 +1,33 @@
-"""A pretraining corpus that every Python installation carries: the standard library's own words.
+"""A pretraining corpus from Python's own words: the standard library's docstrings and, where
+installed, Python's documentation.
 
-Two sources, gathered without importing anything but `pydoc_data.topics` (a plain dict of strings):
+Three kinds of document, gathered without importing anything but `pydoc_data.topics` (a plain dict):
 
-1. the documentation topics `pydoc_data.topics.topics` (what `help("with")` shows), one document each;
-2. the docstrings of the pure-Python standard-library modules, one document per module: the
-   module's docstring, then every class's, function's and method's, in source order. Modules are
+1. the documentation topics `pydoc_data.topics.topics` (what `help("with")` shows), one document each
+   ("topic:<key>");
+2. the docstrings of the pure-Python standard-library modules, one document per module ("module:<name>"):
+   the module's docstring, then every class's, function's and method's, in source order. Modules are
    found with `pkgutil.iter_modules` on the folder `sysconfig.get_paths()["stdlib"]` (no import) and
-   parsed with `ast` (importing a module runs its code; parsing does not).
+   parsed with `ast` (importing a module runs its code; parsing does not);
+3. if Debian's `python3.X-doc` package is installed (`apt-get install python3.11-doc`), the reST
+   sources of docs.python.org's tutorial, library and language reference, HOWTOs, FAQ and glossary,
+   one document per page ("doc:<path>"), with the markup stripped by the rules stated above
+   `DOCS_SECTIONS`. About 3x the text of 1 and 2. Without the package the corpus is 1 and 2 alone,
+   byte for byte what it was before this source existed, and the command says how to add it.
 
-Everything is deterministic: modules are visited in sorted order, tests, GUI code, vendored
+Everything is deterministic: modules and pages are visited in sorted order, tests, GUI code, vendored
 packages and installers are skipped (`SKIP`), whitespace is normalised (each paragraph becomes one
 line with single spaces), and each document goes to the training or held-out split by a hash of its
-name (`heldout_fraction` of the names), so a document never straddles the split.
+name (`heldout_fraction` of the names), so a document never straddles the split; `split_documents`
+states the further rules that keep held-out text out of the training split.
 
 The output folder holds `train.txt` and `heldout.txt` (one paragraph per line, a blank line between
-documents) and `corpus.json` (sizes, the sha256 of both files and the Python version). The checksum
-depends on the Python version, since each release edits its docstrings.
+documents) and `corpus.json` (sizes, the sha256 of both files, the Python version, the sources with
+the documentation sources' own checksum). The checksum depends on the Python version, since each
+release edits its docstrings and documentation.
 
-    python -m minibort.corpus --out /tmp/corpus
+    python -m minibort.corpus --out /tmp/corpus              # with the documentation if installed
+    python -m minibort.corpus --out /tmp/corpus --no-docs    # the standard library alone
 """
 
 from __future__ import annotations
