@@ -25,7 +25,7 @@ from ._files import write_text_atomic
 
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"        # NN_topic.ipynb; tests/test_tutorials.py uses the same glob
 KERNEL = "python3"
-EXTRA_MODULES = ("nbformat", "nbclient", "ipykernel", "matplotlib")
+EXTRA_MODULES = ("nbformat", "nbclient", "nbconvert", "ipykernel", "matplotlib")
 INSTALL_HINT = 'pip install -e ".[tutorials]"'
 
 
@@ -129,6 +129,10 @@ def execute(path: Path, timeout: int = 600) -> float:
     except nbclient.exceptions.CellTimeoutError:
         raise TutorialError(f"{path.name}: a cell ran longer than {timeout} s (--timeout); not saved") from None
     seconds = time.perf_counter() - start
+    # A kernel flushes print output in chunks that depend on timing; one stream per cell keeps the
+    # saved file the same from run to run (nbconvert's own preprocessor).
+    from nbconvert.preprocessors import CoalesceStreamsPreprocessor
+    nb, _ = CoalesceStreamsPreprocessor().preprocess(nb, {})
     problems = paths_in_outputs(nb)
     if problems:
         raise TutorialError(f"{path.name} was not saved: its outputs must not depend on this machine.\n  "

@@ -166,12 +166,14 @@ def test_cli_without_the_extra_says_how_to_install_it(tmp_path):
 
 @needs_extra
 def test_cli_executes_and_saves_outputs(tmp_path):
-    path = write_notebook(tmp_path, "01_one.ipynb", "x = 6 * 7", "print(x)")
+    chunked = "import time\nprint('a', flush=True)\ntime.sleep(0.3)\nprint('b')"   # two flushes
+    path = write_notebook(tmp_path, "01_one.ipynb", "x = 6 * 7", "print(x)", chunked)
     proc = run_cli("--execute", "01", "--dir", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     code = [c for c in load(path)["cells"] if c["cell_type"] == "code"]
-    assert [c["execution_count"] for c in code] == [1, 2]
+    assert [c["execution_count"] for c in code] == [1, 2, 3]
     assert "".join(code[1]["outputs"][0]["text"]) == "42\n"
+    assert [("".join(o["text"])) for o in code[2]["outputs"]] == ["a\nb\n"], "streams not coalesced"
     assert "executed in" in proc.stdout
 
 
