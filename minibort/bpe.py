@@ -19,6 +19,7 @@ from __future__ import annotations
 import heapq
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from itertools import pairwise, repeat
 
@@ -277,3 +278,75 @@ def compile_merges(vocab: dict[str, int], merges: Sequence[tuple[str, str]],
             raise TokenizerError(f"{where(rank)}: '{a} {b}' repeats {where(seen[pair])}")
         seen[pair] = rank
     raise AssertionError("unreachable: the merges passed every check")
+
+
+# -------------------------------------------------------------------------------------------------
+# What `explain` returns: plain data a notebook can draw, and `render()` for the text form.
+@dataclass
+class MergeStep:
+    """One round of step 4: the pair merged (everywhere in the word), its rank, the symbols after."""
+    pair: tuple[str, str]
+    rank: int
+    symbols: list[str]
+
+
+@dataclass
+class ExplainedWord:
+    """Steps 3-4 for one pre-token: its UTF-8 bytes, their symbols, each merge, the tokens and ids."""
+    text: str                    # the pre-token as cut from the text: " world"
+    utf8: bytes                  # b" world"
+    symbols: list[str]           # one printable symbol per byte: ["Ġ", "w", "o", "r", "l", "d"]
+    merges: list[MergeStep]      # in the order applied
+    tokens: list[str]            # the symbols left at the end, each a vocab token: ["Ġworld"]
+    ids: list[int]               # their ids
+
+
+@dataclass
+class ExplainedSegment:
+    """A stretch of text between special tokens (step 1) and its pre-tokens (step 2)."""
+    text: str                    # the stretch, with the space add_prefix_space put in front
+    prefix_space_added: bool
+    words: list[ExplainedWord]
+
+
+@dataclass
+class ExplainedSpecial:
+    """A special token written in the text (step 1); its span includes the whitespace it swallowed."""
+    start: int
+    end: int
+    token: str
+    id: int
+
+
+@dataclass
+class Explanation:
+    """`Tokenizer.explain(text)`: the pieces of the text in order, and the final ids (step 5 applied
+    when `wrapped`). `str()` or `render()` gives the text form."""
+    text: str
+    pieces: list[ExplainedSpecial | ExplainedSegment]
+    ids: list[int]
+    wrapped: bool
+
+    def render(self) -> str:
+        """Every step as readable lines (what `print(tok.explain(text))` shows)."""
+        lines = [f"text: {self.text!r}", "1. special tokens found in the text:"]
+        specials = [p for p in self.pieces if isinstance(p, ExplainedSpecial)]
+        lines += [f"   {self.text[p.start:p.end]!r} at {p.start}..{p.end} -> {p.token} ({p.id})"
+                  for p in specials] or ["   none"]
+        for piece in self.pieces:
+            if isinstance(piece, ExplainedSpecial):
+                lines.append(f"special token {piece.token} -> [{piece.id}]")
+                continue
+            if piece.prefix_space_added:
+                lines.append("add_prefix_space: a space is put in front")
+            lines.append(f"2. pre-tokens (GPT-2 regex) of {piece.text!r}: {[w.text for w in piece.words]}")
+            for w in piece.words:
+                lines.append(f"3-4. {w.text!r}: UTF-8 bytes {' '.join(f'{b:02x}' for b in w.utf8)}"
+                             f" -> symbols {' '.join(w.symbols)}")
+                lines += [f"      merge {m.pair[0]!r} + {m.pair[1]!r} (rank {m.rank}) -> {' '.join(m.symbols)}"
+                          for m in w.merges] or ["      no merge applies"]
+                lines.append(f"      -> tokens {w.tokens} ids {w.ids}")
+        lines.append(f"5. with <s> ... </s>: {self.ids}" if self.wrapped else f"ids: {self.ids}")
+        return "\n".join(lines)
+
+    __str__ = render
