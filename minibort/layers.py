@@ -15,9 +15,12 @@ Linear weights are stored as PyTorch stores them, (out, in): y = x @ W.T + b.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
+
+from ._threads import run_blocks
 
 # ----------------------------------------------------------------------------------------- embedding
 
@@ -347,12 +350,17 @@ def attention_reference_backward(dctx: np.ndarray, cache):
 # (T x T), and the context and gradients are written straight into (B, T, N, D) arrays, whose
 # (B, T, H) reshape is free (the reference's transpose back costs a copy).
 #
+# The blocks are independent, so they run on several threads (minibort/_threads.py): NumPy's exp,
+# max and sum use one core each, and a thread that takes the next free block never waits for a slow
+# one, where OpenBLAS's own threads would (on a busy machine, they do).
+#
 # Blocks: for each sequence b, either a group of whole heads (when one head's T x T scores are small:
 # at T = 128, 4 heads of 64 KB each) or, for long sequences, one head and a band of query rows.
 # Either way a block is a contiguous slice of the (B, N, T, T) array, visited in memory order, so the
 # dropout masks drawn block by block are exactly the reference's one big draw.
 
 ATTENTION_BLOCK_BYTES = 1 << 18        # scores per block: 256 KB, a quarter of this machine's L2
+ATTENTION_THREADS_MIN_BYTES = 1 << 20  # below 1 MB of scores in all, one thread: starting more costs more
 
 
 def attention_blocks(B: int, N: int, T: int, itemsize: int, block_bytes: int = ATTENTION_BLOCK_BYTES):
@@ -373,23 +381,16 @@ def attention_blocks(B: int, N: int, T: int, itemsize: int, block_bytes: int = A
 
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask_bias: np.ndarray, p_drop: float = 0.0,
               rng: np.random.Generator | None = None, keep_probs: bool = True,
-              block_bytes: int = ATTENTION_BLOCK_BYTES):
+              block_bytes: int = ATTENTION_BLOCK_BYTES, threads: int | None = None):
     """`attention_reference`'s result computed block by block: (B, N, T, D) q, k, v -> context (B, T, N, D).
 
     The context comes in (B, T, N, D) layout (reshape to (B, T, H) is free). Returns (context,
-    probabilities, cache). keep_probs=False (inference) keeps no (B, N, T, T) array at all: the
-    probabilities and the cache are then None.
+    probabilities, cache). keep_probs=False (inference) keeps no (B, N, T, T) array of
+    probabilities: they and the cache are then None. The blocks run on `threads` threads
+    (default: minibort._threads.num_threads(), see MINIBORT_NUM_THREADS there).
     """
     B, N, T, D = q.shape
     dtype = q.dtype
-    scale = 1.0 / math.sqrt(D)
-    qs = q * scale                                                  # (B, N, T, D) scaled once, here
-    ctx = np.empty((B, T, N, D), dtype=dtype)
-    ctx_h = ctx.transpose(0, 2, 1, 3)                               # (B, N, T, D) view for writing
-    drop = p_drop > 0.0 and rng is not None
-    probs = np.empty((B, N, T, T), dtype=dtype) if keep_probs else None
-    keep = np.empty((B, N, T, T), dtype=bool) if drop and keep_probs else None
-    scratch = np.empty(block_bytes // dtype.itemsize + T, dtype=dtype)  # a block's scores, reused
     try:
         mask_bias = np.broadcast_to(mask_bias, (B, 1, 1, T))        # (B, 1, 1, T)
     except ValueError:
@@ -397,21 +398,35 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask_bias: np.ndarray
                          f"per key, (B, 1, 1, T) = {(B, 1, 1, T)}, as attention_mask_bias(mask, dtype) "
                          "builds it (use attention_reference for other shapes)") from None
     padded = (mask_bias != 0.0).any(axis=(1, 2, 3))                 # (B,): sequences with padding
-    for b, hs, rows in attention_blocks(B, N, T, dtype.itemsize, block_bytes):
+    scale = 1.0 / math.sqrt(D)
+    qs = q * scale                                                  # (B, N, T, D) scaled once, here
+    ctx = np.empty((B, T, N, D), dtype=dtype)
+    ctx_h = ctx.transpose(0, 2, 1, 3)                               # (B, N, T, D) view for writing
+    probs = np.empty((B, N, T, T), dtype=dtype) if keep_probs else None
+    blocks = list(attention_blocks(B, N, T, dtype.itemsize, block_bytes))
+    if threads is None and B * N * T * T * dtype.itemsize < ATTENTION_THREADS_MIN_BYTES:
+        threads = 1                                                 # too little work to share out
+    keep = None
+    if p_drop > 0.0 and rng is not None:
+        # The dropout mask first, block by block in memory order: the reference's very draws.
+        keep = np.empty((B, N, T, T), dtype=bool)
+        for b, hs, rows in blocks:
+            keep[b, hs, rows] = rng.random(keep[b, hs, rows].shape, dtype=dtype) >= p_drop
+
+    def block(blk) -> None:                                         # one block, start to finish
+        b, hs, rows = blk
         g, r = hs.stop - hs.start, rows.stop - rows.start
-        s = probs[b, hs, rows] if keep_probs else scratch[:g * r * T].reshape(g, r, T)  # (g, r, T)
+        s = probs[b, hs, rows] if keep_probs else np.empty((g, r, T), dtype=dtype)  # (g, r, T)
         np.matmul(qs[b, hs, rows], k[b, hs].transpose(0, 2, 1), out=s)  # (g, r, D) @ (g, D, T)
         if padded[b]:
             s += mask_bias[b]                                       # (1, 1, T) broadcast
         softmax(s, inplace=True)                                    # (g, r, T), still in cache
-        if drop:
-            kb = rng.random(s.shape, dtype=dtype) >= p_drop         # (g, r, T) this block's mask
-            if keep is not None:
-                keep[b, hs, rows] = kb
-            s = s * kb                                              # a copy: probs stay for the backward
+        if keep is not None:
+            s = s * keep[b, hs, rows]                               # a copy: probs stay for the backward
             s *= 1.0 / (1.0 - p_drop)
         np.matmul(s, v[b, hs], out=ctx_h[b, hs, rows])              # (g, r, T) @ (g, T, D)
-    cache = (qs, k, v, probs, keep, p_drop, scale, block_bytes) if keep_probs else None
+    run_blocks(block, blocks, threads)
+    cache = (qs, k, v, probs, keep, p_drop, scale, block_bytes, threads) if keep_probs else None
     return ctx, probs, cache
 
 
@@ -420,37 +435,43 @@ def attention_backward(dctx: np.ndarray, cache):
 
     Block by block as the forward, with the reference's formulas: for a block of probabilities P,
     dv += P_d^T dC, dP = dropout_backward(dC v^T), dS = softmax_backward(dP, P), dq = scale dS k,
-    dk += dS^T (scale q).
+    dk += dS^T (scale q). The bands of one head add into the same rows of dk and dv, so they stay
+    together on one thread, in order.
     """
-    qs, k, v, probs, keep, p_drop, scale, block_bytes = cache
+    qs, k, v, probs, keep, p_drop, scale, block_bytes, threads = cache
     B, N, T, D = qs.shape
     dtype = qs.dtype
     dctx_h = dctx.transpose(0, 2, 1, 3)                             # (B, N, T, D) view
     dq, dk, dv = (np.empty((B, T, N, D), dtype=dtype) for _ in range(3))
     dq_h, dk_h, dv_h = (t.transpose(0, 2, 1, 3) for t in (dq, dk, dv))  # (B, N, T, D) views
-    for b, hs, rows in attention_blocks(B, N, T, dtype.itemsize, block_bytes):
-        P = probs[b, hs, rows]                                      # (g, r, T)
-        dC = dctx_h[b, hs, rows]                                    # (g, r, D)
-        first = rows.start == 0                                     # dk, dv: first band sets, others add
-        Pd = P
-        if keep is not None:
-            Pd = P * keep[b, hs, rows]                              # (g, r, T) the dropped probabilities
-            Pd *= 1.0 / (1.0 - p_drop)
-        if first:
-            np.matmul(Pd.transpose(0, 2, 1), dC, out=dv_h[b, hs])   # (g, T, r) @ (g, r, D)
-        else:
-            dv_h[b, hs] += Pd.transpose(0, 2, 1) @ dC
-        dS = dC @ v[b, hs].transpose(0, 2, 1)                       # (g, r, T) d(dropped probs)
-        if keep is not None:
-            dS *= keep[b, hs, rows]
-            dS *= 1.0 / (1.0 - p_drop)                              # (g, r, T) d(probs)
-        softmax_backward(dS, P, out=dS)                             # (g, r, T) d(scores), in place
-        np.matmul(dS, k[b, hs], out=dq_h[b, hs, rows])              # (g, r, T) @ (g, T, D)
-        dq_h[b, hs, rows] *= scale
-        if first:
-            np.matmul(dS.transpose(0, 2, 1), qs[b, hs, rows], out=dk_h[b, hs])  # (g, T, r) @ (g, r, D)
-        else:
-            dk_h[b, hs] += dS.transpose(0, 2, 1) @ qs[b, hs, rows]
+
+    def bands(blks) -> None:                                        # every band of one group of heads
+        for b, hs, rows in blks:
+            P = probs[b, hs, rows]                                  # (g, r, T)
+            dC = dctx_h[b, hs, rows]                                # (g, r, D)
+            first = rows.start == 0                                 # dk, dv: first band sets, others add
+            Pd = P
+            if keep is not None:
+                Pd = P * keep[b, hs, rows]                          # (g, r, T) the dropped probabilities
+                Pd *= 1.0 / (1.0 - p_drop)
+            if first:
+                np.matmul(Pd.transpose(0, 2, 1), dC, out=dv_h[b, hs])  # (g, T, r) @ (g, r, D)
+            else:
+                dv_h[b, hs] += Pd.transpose(0, 2, 1) @ dC
+            dS = dC @ v[b, hs].transpose(0, 2, 1)                   # (g, r, T) d(dropped probs)
+            if keep is not None:
+                dS *= keep[b, hs, rows]
+                dS *= 1.0 / (1.0 - p_drop)                          # (g, r, T) d(probs)
+            softmax_backward(dS, P, out=dS)                         # (g, r, T) d(scores), in place
+            np.matmul(dS, k[b, hs], out=dq_h[b, hs, rows])          # (g, r, T) @ (g, T, D)
+            dq_h[b, hs, rows] *= scale
+            if first:
+                np.matmul(dS.transpose(0, 2, 1), qs[b, hs, rows], out=dk_h[b, hs])  # (g, T, r) @ (g, r, D)
+            else:
+                dk_h[b, hs] += dS.transpose(0, 2, 1) @ qs[b, hs, rows]
+    groups = [list(g) for _, g in itertools.groupby(attention_blocks(B, N, T, dtype.itemsize, block_bytes),
+                                                    key=lambda blk: (blk[0], blk[1].start))]
+    run_blocks(bands, groups, threads)
     return dq, dk, dv
 
 

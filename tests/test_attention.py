@@ -2,7 +2,7 @@
 
 Both compute softmax(q k^T / sqrt D + mask) v; the blocked one folds the scale into q and works one
 cache-sized block of scores at a time, so the two differ only by rounding: within 1e-12 in float64
-(measured below 1e-15) and 1e-6 in float32 (measured up to 5e-7) on O(1) inputs. Block sizes are varied down
+(measured up to 1.3e-15) and 1e-6 in float32 (up to 5e-7) on O(1) inputs. Block sizes are varied down
 to a few rows, so that several bands of rows per head (the long-sequence case, where dk and dv are
 summed over bands) are exercised on small arrays. Dropout masks must be the very same draws.
 """
@@ -14,6 +14,7 @@ import pytest
 from helpers import close
 from test_gradcheck import ATOL, RTOL, numeric_grad
 
+from minibort import _threads as T
 from minibort import layers as L
 
 TOL = {np.float64: 1e-12, np.float32: 1e-6}
@@ -161,3 +162,61 @@ def test_softmax_backward_in_place_equals_out_of_place():
     out = L.softmax_backward(d, y, out=d)
     assert out is d
     np.testing.assert_array_equal(d, want)
+
+
+# ------------------------------------------------------------------------------------------ threads
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_threads_give_the_same_numbers_bit_for_bit(threads):
+    q, k, v = qkv(2, 3, 9, 4, np.float32)
+    bias = padded_bias(2, 9, np.float32)
+    R = np.random.default_rng(1).standard_normal((2, 9, 3, 4)).astype(np.float32)
+    kw = {"block_bytes": 4 * 9 * 2}                                  # 2-row bands: 5 per head
+    ctx1, probs1, c1 = L.attention(q, k, v, bias, 0.2, np.random.default_rng(0), threads=1, **kw)
+    ctx, probs, c = L.attention(q, k, v, bias, 0.2, np.random.default_rng(0), threads=threads, **kw)
+    np.testing.assert_array_equal(ctx, ctx1)
+    np.testing.assert_array_equal(probs, probs1)
+    for g, g1 in zip(L.attention_backward(R, c), L.attention_backward(R, c1)):
+        np.testing.assert_array_equal(g, g1)
+
+
+def test_run_blocks_runs_every_block_once_and_passes_errors_on():
+    seen = []
+    T.run_blocks(seen.append, list(range(50)), threads=3)
+    assert sorted(seen) == list(range(50))
+
+    def fail(i):
+        if i == 7:
+            raise RuntimeError("block 7")
+    with pytest.raises(RuntimeError, match="block 7"):
+        T.run_blocks(fail, list(range(20)), threads=2)
+
+
+def test_blas_threads_are_restored_after_the_blocks():
+    before = T.blas_threads()
+    if before is None:
+        pytest.skip("no way to reach this NumPy's BLAS thread count (not OpenBLAS, no threadpoolctl)")
+    inside = []
+    T.run_blocks(lambda _: inside.append(T.blas_threads()), [0, 1, 2, 3], threads=2)
+    assert set(inside) == {1}
+    assert T.blas_threads() == before
+
+
+def test_num_threads_knob(monkeypatch):
+    saved, blas = T._state["threads"], T.blas_threads()
+    try:
+        monkeypatch.setenv(T.ENV, "none")
+        T._state["threads"] = None
+        with pytest.raises(ValueError, match="MINIBORT_NUM_THREADS='none'.*whole number"):
+            T.num_threads()
+        monkeypatch.setenv(T.ENV, "1")
+        T._state["threads"] = None
+        assert T.num_threads() == 1
+        assert T.blas_threads() in (None, 1)
+        with pytest.raises(ValueError, match=">= 1"):
+            T.set_num_threads(0)
+    finally:
+        T._state["threads"] = saved
+        if blas:
+            T.set_blas_threads(blas)

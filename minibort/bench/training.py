@@ -1,112 +1,135 @@
-"""Training-step benchmark: one Bort-size MLM step (forward, backward, AdamW update), minibort against
-PyTorch eager on the same weights and inputs.
+"""Training-step benchmark: one step (forward, backward, AdamW update) of minibort against PyTorch with
+transformers' default attention (SDPA) and with its eager attention, on the same weights and inputs.
 
-    python -m minibort.bench.training [--repeats 3] [--threads 2] [--no-memory] [--no-profile]
+    python -m minibort.bench.training [--case mlm tiny] [--repeats 3] [--threads 2] [--json]
+                                      [--no-memory] [--no-profile] [--no-torch] [--batch BxT]
 
-Bort size (4 x 1024, FFN 768, V 50265), float32, batch 8 x 128, 15 % of positions labelled,
-training mode (dropout 0.1) on both sides, AdamW (wd 0.01), torch.set_num_threads(--threads);
-NumPy's BLAS uses the machine's cores (2 here). Reported:
+Two steps, float32, AdamW (weight decay 0.01) on both sides, torch.set_num_threads(--threads),
+minibort on MINIBORT_NUM_THREADS threads (default: all CPUs available; minibort/_threads.py):
+
+  mlm   Bort size (4 x 1024, FFN 768, V 50265), masked-LM pretraining step, batch 8 x 128, 15 % of
+        positions labelled, dropout 0.1. PyTorch's BertForMaskedLM computes all B*T*V logits,
+        minibort only the labelled rows' (that is part of what is compared: the loss and gradients
+        are the same, tests/test_backward_reference.py).
+  tiny  bort-tiny's shape (4 x 256, FFN 192, V 4096; random weights), a sequence-classification
+        fine-tuning step, batch 16 x 128, 2 labels, gradients clipped to norm 1 (as transformers'
+        Trainer does), the config's dropout (0).
+
+Reported for each:
 
 1. time: medians of --repeats steps after one warm-up step each (which also allocates the
-   optimizer's moments), minibort's and PyTorch's steps interleaved; the ratio minibort / PyTorch
-   comes from this one run.
-   PyTorch's BertForMaskedLM computes all B*T*V logits, minibort only the labelled rows' (that is
-   part of what is being compared: the loss and gradients are the same, tests/test_backward_reference.py);
+   optimizer's moments), minibort's, SDPA's and eager's steps interleaved; each ratio
+   minibort / PyTorch comes from this one run;
 2. peak memory: each side in a fresh subprocess, started before this process allocates anything
    large (Linux carries a parent's peak RSS into a child's ru_maxrss); the child reports its resident
-   memory after imports + weights (baseline) and the peak ru_maxrss over two steps;
+   memory after imports + weights (baseline) and the peak ru_maxrss over two steps (PyTorch: SDPA);
 3. where minibort's time goes: forward / backward / AdamW split, then cProfile of one step
    (exclusive time per function; a NumPy operator such as `@` counts toward the function using it).
 
-Run it on a quiet machine. With another busy process on one of the two cores, OpenBLAS's two
-threads wait for each other at every BLAS call, and minibort makes many small ones: each per-head
-product (q k^T, probs v and their gradients) is B * N = 64 GEMMs of 128 x 128 x 128. Measured here
-(2026-11-26) the attention then took 1-2 s per layer instead of ~20 ms, and the whole step 8-30 s
-instead of ~2.5 s (the same step with BLAS held to one thread inside attention: ~5.2 s). PyTorch
-slows too (4 -> 12 s). A fair comparison on a shared machine is one thread each:
-
-    OPENBLAS_NUM_THREADS=1 python -m minibort.bench.training --threads 1
+Run it on a quiet machine. When another busy process holds one of two cores, OpenBLAS's two threads
+wait for each other at every product (and PyTorch's OpenMP threads likewise); MINIBORT_NUM_THREADS=1
+(with --threads 1 for PyTorch) runs both on one core each.
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import io
 import json
 import os
-import platform
 import pstats
 import resource
 import statistics
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 
-from minibort import BortConfig, BortForMaskedLM, optim
-from minibort.bench.forward import random_bort_weights
+from minibort import BortForMaskedLM, BortForSequenceClassification, optim
+from minibort.bench.forward import config_for, random_bort_weights
+from minibort.bench.report import Output, machine, machine_line, markdown_table, run_times
 
-B, T, MLM_FRACTION = 8, 128, 0.15
+MLM_FRACTION = 0.15
+CASES = {"mlm": ("bort", (8, 128), "Bort MLM step"), "tiny": ("tiny", (16, 128), "bort-tiny fine-tuning step")}
 
 
-def batch(cfg: BortConfig, seed: int = 0):
-    """(B, T) ids without padding, and labels at exactly 15 % of positions (-100 elsewhere)."""
+def batch(cfg, case: str, B: int, T: int, seed: int = 0):
+    """(B, T) ids without padding, mask, and labels: MLM labels at 15 % of positions (-100 elsewhere),
+    or one class label per sequence."""
     rng = np.random.default_rng(seed)
     ids = rng.integers(3, cfg.vocab_size, size=(B, T))
     ids[:, 0] = 0
+    mask = np.ones((B, T), dtype=np.int64)
+    if case == "tiny":
+        return ids, mask, rng.integers(0, 2, size=B)
     labels = np.full((B, T), -100, dtype=np.int64)
-    flat = rng.choice(B * T, size=round(MLM_FRACTION * B * T), replace=False)
+    flat = rng.choice(B * T, size=max(1, round(MLM_FRACTION * B * T)), replace=False)
     labels.reshape(-1)[flat] = rng.integers(3, cfg.vocab_size, flat.size)
-    return ids, np.ones((B, T), dtype=np.int64), labels
+    return ids, mask, labels
+
+
+def setup(case: str, B: int, T: int):
+    """The config, the weights (minibort's names) and a batch; the same in every process."""
+    size = CASES[case][0]
+    overrides = {"hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1} if case == "mlm" else {}
+    cfg = config_for(size)
+    if overrides:
+        cfg = type(cfg).from_dict({**cfg.to_dict(), **overrides})
+    params = random_bort_weights(cfg)
+    if case == "tiny":
+        with warnings.catch_warnings():                       # the new classifier head, by design
+            warnings.simplefilter("ignore")
+            params = BortForSequenceClassification(cfg, params, seed=0).params
+    return cfg, params, batch(cfg, case, B, T)
 
 
 # ------------------------------------------------------------------------------------------ the steps
 
 
-def minibort_step_fn(cfg, params, ids, mask, labels):
-    model = BortForMaskedLM(cfg, params, dtype=np.float32).train(seed=0)
+def minibort_step_fn(case, cfg, params, data):
+    ids, mask, labels = data
+    cls = BortForMaskedLM if case == "mlm" else BortForSequenceClassification
+    model = cls(cfg, params, dtype=np.float32).train(seed=0)
     opt = optim.AdamW(model.params, lr=1e-5, weight_decay=0.01)
 
     def step():
         loss, grads = model.loss_and_grads(ids, labels, mask)
+        if case == "tiny":
+            optim.clip_grad_norm(grads, 1.0)
         opt.step(grads)
         return loss
     return step, model, opt
 
 
-def torch_step_fn(cfg, params, ids, mask, labels, threads):
+def torch_step_fn(case, cfg, params, data, threads: int, attn: str):
     import torch
     import transformers
     torch.set_num_threads(threads)
     tconf = transformers.BertConfig(**{k: v for k, v in cfg.to_dict().items() if k != "extra"},
-                                    attn_implementation="eager")
-    tm = transformers.BertForMaskedLM(tconf).float()
+                                    attn_implementation=attn)
+    cls = transformers.BertForMaskedLM if case == "mlm" else transformers.BertForSequenceClassification
+    tm = cls(tconf).float()
     tm.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in params.items()}, strict=False)
-    tm.tie_weights()
+    if case == "mlm":
+        tm.tie_weights()
     tm.train()
     opt = torch.optim.AdamW(tm.parameters(), lr=1e-5, weight_decay=0.01)
-    ti, tmask, tl = torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(labels)
+    ti, tmask, tl = (torch.from_numpy(a) for a in data)
     torch.manual_seed(0)
 
     def step():
         out = tm(input_ids=ti, attention_mask=tmask, labels=tl)
         out.loss.backward()
+        if case == "tiny":
+            torch.nn.utils.clip_grad_norm_(tm.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         return out.loss.item()
     return step
-
-
-def median_time(fn, repeats: int) -> tuple[float, list[float]]:
-    fn()                                                     # warm-up: optimizer state, BLAS threads
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), times
 
 
 # ------------------------------------------------------------------------------------------ memory
@@ -120,136 +143,166 @@ def _rss_mb() -> float:
     return float("nan")
 
 
-def child(which: str, threads: int) -> None:
+def child(which: str, case: str, B: int, T: int, threads: int) -> None:
     """Run in a fresh process: baseline RSS after imports + weights, then peak over two steps."""
-    cfg = BortConfig.bort()
-    ids, mask, labels = batch(cfg)
     if which == "torch":
         import torch  # noqa: F401  (imported before the baseline, like minibort's numpy)
         import transformers  # noqa: F401
-    params = random_bort_weights(cfg)
+    cfg, params, data = setup(case, B, T)
     if which == "minibort":
-        step = minibort_step_fn(cfg, params, ids, mask, labels)[0]
+        step = minibort_step_fn(case, cfg, params, data)[0]
     else:
-        step = torch_step_fn(cfg, params, ids, mask, labels, threads)
+        step = torch_step_fn(case, cfg, params, data, threads, "sdpa")
         del params                                          # torch holds its own copy
-    import gc
     gc.collect()
     base = _rss_mb()
-    base_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     step()
     step()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"baseline_rss_mb": base, "peak_before_steps_mb": base_peak, "peak_mb": peak}))
+    print(json.dumps({"baseline_rss_mb": base, "peak_mb": peak}))
 
 
-def measure_memory(which: str, threads: int) -> dict:
-    out = subprocess.run([sys.executable, "-m", "minibort.bench.training", "--child", which,
-                          "--threads", str(threads)], capture_output=True, text=True, check=True)
+def measure_memory(which: str, case: str, B: int, T: int, threads: int) -> dict:
+    out = subprocess.run([sys.executable, "-m", "minibort.bench.training", "--child", which, "--case", case,
+                          "--batch", f"{B}x{T}", "--threads", str(threads)],
+                         capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 # ------------------------------------------------------------------------------------------ profile
 
 
-def profile(step, model, opt, ids, mask, labels, top: int = 18) -> None:
-    # forward only (same work as the step's forward: encoder + head at the labelled rows + loss)
-    sel = labels != -100
+def profile(out: Output, step, model, opt, data, top: int = 22) -> dict:
+    """Forward / backward / optimizer split and a cProfile of one step; returns the split in ms."""
+    ids, mask, labels = data
+    sel = labels != -100 if labels.ndim == 2 else None
 
     def forward():
-        model._rng = np.random.default_rng(0)
-        model(ids, mask, positions=sel)
-    t_fwd = median_time(forward, 2)[0]
-    t_lg = median_time(lambda: model.loss_and_grads(ids, labels, mask), 2)[0]
+        if sel is not None:
+            model(ids, mask, positions=sel)
+        else:
+            model(ids, mask)
+    t_fwd = min(run_times(forward, 3))
+    t_lg = min(run_times(lambda: model.loss_and_grads(ids, labels, mask), 3))
     _, grads = model.loss_and_grads(ids, labels, mask)
-    t_opt = median_time(lambda: opt.step(grads), 2)[0]
-    print(f"\nminibort step split: forward ~{1e3 * t_fwd:.0f} ms, backward ~{1e3 * (t_lg - t_fwd):.0f} ms, "
-          f"AdamW {1e3 * t_opt:.0f} ms (step total ~{1e3 * (t_lg + t_opt):.0f} ms)")
+    t_opt = min(run_times(lambda: opt.step(grads), 3))
+    split = {"forward_ms": 1e3 * t_fwd, "backward_ms": 1e3 * (t_lg - t_fwd), "adamw_ms": 1e3 * t_opt}
+    out(f"minibort step split (best of 3): forward ~{split['forward_ms']:.0f} ms, backward "
+        f"~{split['backward_ms']:.0f} ms, AdamW {split['adamw_ms']:.0f} ms")
     pr = cProfile.Profile()
     pr.enable()
     step()
     pr.disable()
-    s = io.StringIO()
-    ps = pstats.Stats(pr, stream=s)
+    ps = pstats.Stats(pr, stream=io.StringIO())
     total = sum(v[2] for v in ps.stats.values())
     rows = sorted(ps.stats.items(), key=lambda kv: -kv[1][2])[:top]
-    print(f"\ncProfile of one minibort step (exclusive time, {1e3 * total:.0f} ms profiled):")
-    print(f"{'ms':>8} {'%':>6} {'calls':>6}  function")
-    for (file, line, fn), (cc, nc, tt, ct, _) in rows:
+    out(f"cProfile of one minibort step (exclusive time, {1e3 * total:.0f} ms profiled):")
+    out(f"{'ms':>8} {'%':>6} {'calls':>6}  function")
+    prof = []
+    for (file, line, fn), (_cc, nc, tt, _ct, _) in rows:
         where = fn if file == "~" else f"{os.path.basename(file)}:{line} {fn}"
-        print(f"{1e3 * tt:8.1f} {100 * tt / total:5.1f}% {nc:6d}  {where}")
+        out(f"{1e3 * tt:8.1f} {100 * tt / total:5.1f}% {nc:6d}  {where}")
+        prof.append({"function": where, "ms": 1e3 * tt, "calls": nc})
+    return {**split, "profile": prof}
 
 
 # ------------------------------------------------------------------------------------------ main
 
 
+def _batch_arg(text: str) -> tuple[int, int]:
+    try:
+        B, T = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not BxT, e.g. 16x128") from None
+    if B < 1 or T < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: B and T must be at least 1")
+    return B, T
+
+
+def run_case(case: str, args, out: Output, have_torch: bool) -> dict:
+    B, T = args.batch or CASES[case][1]
+    label = f"{CASES[case][2]} {B}x{T}"
+    row: dict = {"case": label}
+    if not args.no_memory:                          # first, while this process is still small
+        for which in ["minibort"] + (["torch"] if have_torch else []):
+            m = measure_memory(which, case, B, T, args.threads)
+            row[f"{which}_peak_mb"] = m["peak_mb"]
+            row[f"{which}_baseline_mb"] = m["baseline_rss_mb"]
+            out(f"{label}: {which:8s} peak RSS {m['peak_mb']:7.0f} MB; after imports + weights "
+                f"{m['baseline_rss_mb']:6.0f} MB")
+    cfg, params, data = setup(case, B, T)
+    step, model, opt = minibort_step_fn(case, cfg, params, data)
+    steps = {"minibort": step}
+    if have_torch:
+        for attn in ("sdpa", "eager"):
+            steps[attn] = torch_step_fn(case, cfg, params, data, args.threads, attn)
+    for fn in steps.values():
+        fn()                                        # warm-up: optimizer state, threads
+    wall: dict = {k: [] for k in steps}
+    for _ in range(args.repeats):                   # interleaved: a busy machine slows all alike
+        for k, fn in steps.items():
+            t0 = time.perf_counter()
+            fn()
+            wall[k].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in wall.items()}
+    row["minibort_s"] = med["minibort"]
+    for attn in ("sdpa", "eager"):
+        if attn in med:
+            row[f"{attn}_s"] = med[attn]
+            row[f"ratio_{attn}"] = med["minibort"] / med[attn]
+    out(f"{label}: " + ", ".join(f"{k} {med[k]:.3f} s (runs {', '.join(f'{t:.3f}' for t in wall[k])})"
+                                 for k in steps))
+    if have_torch:
+        out(f"{label}: ratio minibort / PyTorch {row['ratio_sdpa']:.2f} (SDPA), {row['ratio_eager']:.2f} (eager)")
+    del steps
+    if not args.no_profile:
+        row.update(profile(out, step, model, opt, data))
+    return row
+
+
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
+    ap = argparse.ArgumentParser(prog="python -m minibort.bench.training", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--case", nargs="+", choices=sorted(CASES), default=["mlm", "tiny"],
+                    help="which steps to time (default: both)")
+    ap.add_argument("--batch", type=_batch_arg, default=None, metavar="BxT",
+                    help="override the batch shape (default: 8x128 for mlm, 16x128 for tiny)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed steps per side (median; default 3)")
+    ap.add_argument("--threads", type=int, default=2, help="PyTorch's threads (default 2)")
     ap.add_argument("--no-memory", action="store_true", help="skip the subprocess memory measurement")
     ap.add_argument("--no-profile", action="store_true", help="skip the time breakdown")
+    ap.add_argument("--no-torch", action="store_true", help="time minibort alone")
+    ap.add_argument("--json", action="store_true",
+                    help="print one JSON document to stdout (the lines go to stderr); "
+                         "python -m minibort.bench.report turns it into the README's table")
     ap.add_argument("--child", choices=["minibort", "torch"], help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.repeats < 1 or args.threads < 1:
+        ap.error("--repeats and --threads must be at least 1")
     if args.child:
-        child(args.child, args.threads)
+        B, T = args.batch or CASES[args.case[0]][1]
+        child(args.child, args.case[0], B, T, args.threads)
         return {}
-    try:
-        import torch
-        import transformers  # noqa: F401
-        have_torch = True
-    except ImportError:
-        have_torch = False
-        print("torch/transformers not installed: timing minibort alone")
-    result: dict = {}
-    # 1. memory first, while this process is still small (children inherit its peak RSS)
-    if not args.no_memory:
-        for which in ["minibort"] + (["torch"] if have_torch else []):
-            m = measure_memory(which, args.threads)
-            result[f"{which}_memory"] = m
-            print(f"{which:8s} peak RSS {m['peak_mb']:7.0f} MB; after imports + weights {m['baseline_rss_mb']:6.0f} MB;"
-                  f" step adds {m['peak_mb'] - m['baseline_rss_mb']:6.0f} MB", flush=True)
-    # 2. time: both warmed up, then their steps interleaved, so a busy machine slows both alike
-    cfg = BortConfig.bort()
-    params = random_bort_weights(cfg)
-    ids, mask, labels = batch(cfg)
-    step, model, opt = minibort_step_fn(cfg, params, ids, mask, labels)
-    tstep = torch_step_fn(cfg, params, ids, mask, labels, args.threads) if have_torch else None
-    ours_all, torch_all, ours_cpu, torch_cpu = [], [], [], []
-    step()
-    if tstep:
-        tstep()
-    for _ in range(args.repeats):
-        t0, c0 = time.perf_counter(), time.process_time()
-        step()
-        ours_all.append(time.perf_counter() - t0)
-        ours_cpu.append(time.process_time() - c0)
-        if tstep:
-            t0, c0 = time.perf_counter(), time.process_time()
-            tstep()
-            torch_all.append(time.perf_counter() - t0)
-            torch_cpu.append(time.process_time() - c0)
-    t_ours = statistics.median(ours_all)
-    result.update(minibort_s=t_ours, minibort_cpu_s=statistics.median(ours_cpu))
-    print(f"minibort  MLM step {B}x{T} (15 % labelled): median {t_ours:.3f} s wall, "
-          f"{result['minibort_cpu_s']:.3f} s CPU (runs {', '.join(f'{t:.3f}' for t in ours_all)})", flush=True)
-    if tstep:
-        t_torch = statistics.median(torch_all)
-        result.update(torch_s=t_torch, torch_cpu_s=statistics.median(torch_cpu), ratio=t_ours / t_torch)
-        print(f"PyTorch   MLM step {B}x{T} (all logits):     median {t_torch:.3f} s wall, "
-              f"{result['torch_cpu_s']:.3f} s CPU (runs {', '.join(f'{t:.3f}' for t in torch_all)})")
-        print(f"ratio minibort / PyTorch: {t_ours / t_torch:.2f} wall-clock (goal <= 0.6), "
-              f"{result['minibort_cpu_s'] / result['torch_cpu_s']:.2f} in CPU time (all threads; a steadier "
-              "figure when other processes share the cores)")
-        del tstep
-    print(f"load average while measuring: {os.getloadavg()[0]:.1f} (on {os.cpu_count()} cores; "
-          "other processes slow both sides)")
-    print(f"{time.strftime('%Y-%m-%d %H:%M')}, {platform.machine()}, Python {platform.python_version()}, "
-          f"numpy {np.__version__}" + (f", torch {torch.__version__} ({args.threads} threads)" if have_torch else ""))
-    # 3. profile
-    if not args.no_profile:
-        profile(step, model, opt, ids, mask, labels)
-    return result
+    out = Output(args.json)
+    have_torch = False
+    if not args.no_torch:
+        try:
+            import torch  # noqa: F401
+            import transformers  # noqa: F401
+            have_torch = True
+        except ImportError:
+            out("torch/transformers not installed: timing minibort alone")
+    info = machine(args.threads)
+    rows = [run_case(case, args, out, have_torch) for case in args.case]
+    info["load_average_end"] = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+    out("\n" + machine_line(info) + f"; load average at the end {info['load_average_end']}\n")
+    out(markdown_table(["step", "minibort (s)", "SDPA (s)", "eager (s)", "vs SDPA", "vs eager"],
+                       [[r["case"], f"{r['minibort_s']:.3f}", f"{r.get('sdpa_s', 0):.3f}",
+                         f"{r.get('eager_s', 0):.3f}", f"{r.get('ratio_sdpa', 0):.2f}",
+                         f"{r.get('ratio_eager', 0):.2f}"] for r in rows]))
+    doc = {"benchmark": "training", "machine": info, "rows": rows}
+    out.emit(doc)
+    return doc
 
 
 if __name__ == "__main__":

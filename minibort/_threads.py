@@ -1,0 +1,189 @@
+"""How many threads minibort computes with, and a small pool that runs blocks of work on them.
+
+NumPy runs its elementwise operations (exp, max, sum, ...) on one core; only the BLAS products
+(OpenBLAS in NumPy's wheels) use more. OpenBLAS splits each product statically between its threads,
+which then wait for each other at a barrier: when another process holds one of the cores, every
+product waits for the descheduled thread, and a model made of many small products slows 5-20x.
+
+So where minibort has many independent blocks of work (the blocks of attention, `layers.attention`),
+it hands them to its own threads instead: each thread takes the next block when it is free (a slow
+or descheduled thread simply takes fewer), and BLAS is held to one thread meanwhile so the two kinds
+of threads do not compete. NumPy releases Python's GIL inside its loops and BLAS calls, so the
+threads do run at the same time.
+
+The knob: MINIBORT_NUM_THREADS=n in the environment (read when the first model is built, or by
+`set_num_threads(n)` at any time) sets both minibort's thread count and BLAS's. Without it, minibort
+uses as many threads as the process may run on (os.sched_getaffinity) and leaves BLAS as it is
+(OPENBLAS_NUM_THREADS, or OpenBLAS's own default). On a machine shared with other busy processes,
+MINIBORT_NUM_THREADS=1 avoids the waiting altogether.
+
+BLAS is reached through NumPy's own OpenBLAS (found among the loaded libraries, called with ctypes),
+or through threadpoolctl when that is installed and the BLAS is another one; with neither, the BLAS
+thread count is left alone. Nothing here changes OPENBLAS_CORETYPE or other OpenBLAS settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import itertools
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+ENV = "MINIBORT_NUM_THREADS"
+
+_lock = threading.Lock()
+_state: dict = {"threads": None, "pool": None, "pool_pid": None, "pool_workers": 0, "blas": None}
+
+
+# ------------------------------------------------------------------------------------ BLAS threads
+
+
+def _find_blas():
+    """(get, set) functions for the BLAS thread count, or None when no way to reach it is found."""
+    names = [("openblas_get_num_threads", "openblas_set_num_threads"),
+             ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
+             ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
+             ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads")]
+    import numpy  # noqa: F401  (loads the BLAS this looks for)
+    paths = []
+    try:
+        with open("/proc/self/maps") as f:                     # Linux: the shared libraries loaded
+            paths = sorted({line.split()[-1] for line in f if "openblas" in line.lower() and "/" in line})
+    except OSError:
+        pass
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for get_name, set_name in names:
+            if hasattr(lib, get_name) and hasattr(lib, set_name):
+                get, put = getattr(lib, get_name), getattr(lib, set_name)
+                get.restype, put.argtypes = ctypes.c_int, [ctypes.c_int]
+                return get, put
+    try:                                                       # another BLAS, or no /proc
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    ctls = ThreadpoolController().select(user_api="blas").lib_controllers
+    if not ctls:
+        return None
+    c = ctls[0]
+    return (lambda: c.get_num_threads()), c.set_num_threads
+
+
+def _blas():
+    if _state["blas"] is None:
+        _state["blas"] = _find_blas() or False
+    return _state["blas"]
+
+
+def blas_threads() -> int | None:
+    """BLAS's current thread count, or None if it cannot be read."""
+    b = _blas()
+    return int(b[0]()) if b else None
+
+
+def set_blas_threads(n: int) -> bool:
+    """Set BLAS's thread count; False if there is no way to (then nothing is changed)."""
+    b = _blas()
+    if b:
+        b[1](int(n))
+    return bool(b)
+
+
+@contextlib.contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """BLAS on one thread inside the block, as it was afterwards."""
+    before = blas_threads()
+    if before is None or before == 1:
+        yield
+        return
+    set_blas_threads(1)
+    try:
+        yield
+    finally:
+        set_blas_threads(before)
+
+
+# ------------------------------------------------------------------------------------ minibort's threads
+
+
+def _available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):                          # not Linux
+        return os.cpu_count() or 1
+
+
+def _parse_env() -> int | None:
+    raw = os.environ.get(ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"{ENV}={raw!r} is not a thread count; set it to a whole number >= 1 "
+                         f"(e.g. {ENV}=1 on a machine shared with other busy processes)")
+    return n
+
+
+def num_threads() -> int:
+    """The threads minibort uses: set_num_threads(n), else MINIBORT_NUM_THREADS, else the CPUs available."""
+    if _state["threads"] is None:
+        with _lock:
+            if _state["threads"] is None:
+                n = _parse_env()
+                if n is not None:
+                    set_blas_threads(n)
+                _state["threads"] = n or _available_cpus()
+    return _state["threads"]
+
+
+def set_num_threads(n: int) -> None:
+    """Use n threads from now on, for minibort's blocks and for BLAS (as MINIBORT_NUM_THREADS=n does)."""
+    if int(n) < 1:
+        raise ValueError(f"the thread count must be >= 1, got {n}")
+    with _lock:
+        _state["threads"] = int(n)
+        set_blas_threads(int(n))
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """The shared pool (recreated after a fork, or when the thread count grew)."""
+    with _lock:
+        pool = _state["pool"]
+        if pool is None or _state["pool_pid"] != os.getpid() or _state["pool_workers"] < workers:
+            pool = _state["pool"] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="minibort")
+            _state["pool_pid"], _state["pool_workers"] = os.getpid(), workers
+        return pool
+
+
+def run_blocks(work: Callable[[object], None], blocks: Sequence, threads: int | None = None) -> None:
+    """Call work(block) for every block, on `threads` threads (default num_threads()).
+
+    Each thread takes the next block when it is free, so the blocks run in no particular order:
+    `work` must write only what its own block owns. BLAS is held to one thread meanwhile.
+    """
+    threads = min(num_threads() if threads is None else threads, len(blocks))
+    if threads <= 1:
+        for block in blocks:
+            work(block)
+        return
+    counter = itertools.count()                                # next() on it is atomic under the GIL
+
+    def worker() -> None:
+        while (i := next(counter)) < len(blocks):
+            work(blocks[i])
+    with single_threaded_blas():
+        futures = [_pool(threads - 1).submit(worker) for _ in range(threads - 1)]
+        try:
+            worker()                                           # this thread works too
+        finally:
+            for f in futures:
+                f.result()
