@@ -154,6 +154,7 @@ class FinetuneResult:
     test_metrics: dict = field(default_factory=dict)
     test_predictions: dict = field(default_factory=dict)
     finished: bool = True
+    stopped_early: bool = False
     config: FinetuneConfig | None = None
 
 
@@ -455,7 +456,8 @@ def finetune(cfg: FinetuneConfig, train: Dataset | None = None, dev: Dataset | N
     """Fine-tune cfg.model on train, pick the best epoch on dev, predict test.
 
     Datasets given here replace reading cfg's files (Agora passes data in memory). cfg.out=None
-    writes nothing. Returns a FinetuneResult whose model holds the best dev epoch's weights.
+    writes nothing. progress=False prints nothing at all (cfg.progress=False hides only the bar).
+    Returns a FinetuneResult whose model holds the best dev epoch's weights.
     """
     from .tokenizer import Tokenizer
     cfg = cfg.resolved()
@@ -507,8 +509,8 @@ def finetune(cfg: FinetuneConfig, train: Dataset | None = None, dev: Dataset | N
                 "data": content_digest({"train": repr(train.examples), "dev": repr(dev.examples),
                                         "labels": repr(train.labels)})}
     out = cfg.out
-    show = progress and cfg.progress
-    log = print if show else _quiet
+    show = progress and cfg.progress                       # the tqdm bar
+    log = print if progress else _quiet                     # a line per epoch (none for Agora's fits)
     trainer = Trainer(model, opt, step_fn, batches, max_epochs=cfg.epochs, schedule=sched, clip=cfg.clip,
                       evaluate=evaluate, eval_each_epoch=True, metric=metric_name, higher_is_better=True,
                       patience=cfg.patience, keep_best=True, settings=settings, resumable=RESUMABLE,
@@ -544,9 +546,11 @@ def evaluate_names(kind: str | None) -> set[str]:
 
 
 def _describe(r: dict, metric_name: str) -> str:
+    """The dev metrics of one evaluation, the one that picks the best epoch first (the trainer adds
+    the step, the epoch, the training loss and the speed)."""
     others = ", ".join(f"{k} {v:.4f}" for k, v in r.items()
                        if k not in ("step", "epoch", metric_name) and isinstance(v, float))
-    return f"epoch {r['epoch']} (step {r['step']}): dev {metric_name} {r[metric_name]:.4f}; {others}"
+    return f"dev {metric_name} {r[metric_name]:.4f}; {others}"
 
 
 def _result(cfg, trainer, run, model, tokenizer, metric_name, kind, tests, max_len, t0) -> FinetuneResult:
@@ -574,7 +578,8 @@ def _result(cfg, trainer, run, model, tokenizer, metric_name, kind, tests, max_l
                 test_metrics[name] = score(kind, z, enc.labels)
     model.eval()
     return FinetuneResult(model, tokenizer, metric_name, float(best.get(metric_name, float("nan"))), dev_metrics,
-                          best_epoch, history, test_metrics, test_predictions, run["finished"], cfg)
+                          best_epoch, history, test_metrics, test_predictions, run["finished"],
+                          bool(run["stopped_early"]), cfg)
 
 
 def _check_out_folder(out: str) -> None:
@@ -614,8 +619,7 @@ def write_outputs(out: str, cfg: FinetuneConfig, result: FinetuneResult, train: 
         "task": cfg.task or None, "metric": result.metric_name, "best_epoch": result.best_epoch,
         "score": result.score, "dev": result.dev_metrics, "test": result.test_metrics,
         "history": result.history, "labels": train.labels, "train_examples": len(train),
-        "stopped_early": bool(result.history and result.best_epoch < result.history[-1]["epoch"]
-                              and cfg.patience and len(result.history) < cfg.epochs),
+        "stopped_early": result.stopped_early,
         "config": dataclasses.asdict(cfg), "python_version": sys.version.split()[0],
         "numpy_version": np.__version__,
     }
@@ -635,7 +639,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(FinetuneConfig, argv, prog="python -m minibort.finetune",
                        description="Fine-tune Bort on a GLUE task or your own labelled file.")
     try:
-        result = finetune(cfg, progress=cfg.progress)
+        result = finetune(cfg, progress=True)
     except (ValueError, OSError) as e:                       # DataError, FinetuneError, CheckpointError, ...
         print(f"error: {e}", file=sys.stderr)
         return 2

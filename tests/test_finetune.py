@@ -200,6 +200,13 @@ def test_interrupted_run_resumes_to_the_same_weights(tiny_model, tmp_path):
         finetune(cfg_for(tiny_model, epochs=2, out=out, lr=1e-4), train=train, dev=dev, progress=False)
 
 
+def test_patience_stops_early_and_dropout_flag(tiny_model):
+    r = finetune(cfg_for(tiny_model, epochs=6, lr=0.0, patience=2, dropout=0.2), train=toy(32, 0), dev=toy(16, 1),
+                 progress=False)
+    assert r.stopped_early and len(r.history) == 3 and r.best_epoch == 1     # lr 0: nothing improves
+    assert r.model.config.hidden_dropout_prob == 0.2 and r.model.config.attention_probs_dropout_prob == 0.2
+
+
 def test_glue_tasks_from_folders(tiny_model, tmp_path):
     r = finetune(cfg_for(tiny_model, task="mnli", data=str(GLUE / "MNLI"), epochs=1, batch_size=2,
                          out=str(tmp_path / "mnli")), progress=False)
@@ -279,6 +286,28 @@ def test_cli_run_and_errors(tiny_model, tmp_path):
     for args, message in cases:
         r = run_cli("--model", tiny_model, "--no-progress", *args)
         assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+
+
+def test_ctrl_c_leaves_a_resumable_run(tiny_model, tmp_path):
+    import signal
+    d = tmp_path / "data"
+    d.mkdir()
+    for name, ds in (("train", toy(320, 0)), ("dev", toy(8, 1))):
+        (d / f"{name}.tsv").write_text("text\tlabel\n" + "".join(f"{e.text}\t{e.label}\n" for e in ds))
+    args = ["-u", "-m", "minibort.finetune", "--model", tiny_model, "--train", str(d / "train.tsv"),
+            "--dev", str(d / "dev.tsv"), "--epochs", "3", "--batch-size", "4", "--out", str(tmp_path / "out"),
+            "--no-progress"]
+    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=ENV)
+    first = proc.stdout.readline()                        # the dev metric after epoch 1
+    assert "(epoch 1.00): dev accuracy" in first, first + proc.stderr.read()
+    proc.send_signal(signal.SIGINT)
+    rest, err = proc.communicate(timeout=300)
+    assert proc.returncode == 3 and "stopped at step" in rest and "Traceback" not in err, rest + err
+    assert (tmp_path / "out" / "checkpoint.npz").exists() and not (tmp_path / "out" / "model").exists()
+    again = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=ENV, check=False)
+    assert again.returncode == 0 and "best epoch" in again.stdout and "(epoch 1.00)" not in again.stdout, again.stderr
+    assert (tmp_path / "out" / "model" / "model.safetensors").exists()
 
 
 # ------------------------------------------------------------------------------------ reference tier
