@@ -278,18 +278,37 @@ def bucketed_batches(lengths: np.ndarray, batch_size: int, seed: int, bucket: in
 _BASE_CACHE: dict[tuple, tuple[BortConfig, dict]] = {}
 
 
+def _folder_key(folder: str) -> tuple:
+    """A folder's path and its files' modification times: a cache key that a rewritten file changes."""
+    return (os.path.abspath(folder),
+            *((f, os.stat(os.path.join(folder, f)).st_mtime_ns) for f in sorted(os.listdir(folder))))
+
+
 def _load_base(name: str, dtype) -> tuple[BortConfig, dict[str, np.ndarray]]:
     """Config and state dict of `name`, read once per process (Agora fine-tunes one model many times);
     callers copy the arrays before training them."""
     from .checkpoint import load_pretrained, resolve
-    folder = resolve(name, need="model")
-    stamp = tuple(sorted((f, os.stat(os.path.join(folder, f)).st_mtime_ns) for f in os.listdir(folder)))
-    key = (os.path.abspath(folder), stamp, np.dtype(dtype).name)
+    key = (_folder_key(resolve(name, need="model")), np.dtype(dtype).name)
     if key not in _BASE_CACHE:
         if len(_BASE_CACHE) > 4:
             _BASE_CACHE.clear()
         _BASE_CACHE[key] = load_pretrained(name, dtype=dtype, mmap=False)
     return _BASE_CACHE[key]
+
+
+_TOKENIZER_CACHE: dict[tuple, Any] = {}
+
+
+def _load_tokenizer(name: str):
+    """The tokenizer of `name`, read once per process (it is never modified, so runs can share it)."""
+    from .checkpoint import resolve
+    from .tokenizer import Tokenizer
+    key = _folder_key(resolve(name, need="tokenizer"))
+    if key not in _TOKENIZER_CACHE:
+        if len(_TOKENIZER_CACHE) > 4:
+            _TOKENIZER_CACHE.clear()
+        _TOKENIZER_CACHE[key] = Tokenizer.from_pretrained(name)
+    return _TOKENIZER_CACHE[key]
 
 
 def label_names(config: BortConfig) -> list[str] | None:
@@ -459,7 +478,6 @@ def finetune(cfg: FinetuneConfig, train: Dataset | None = None, dev: Dataset | N
     writes nothing. progress=False prints nothing at all (cfg.progress=False hides only the bar).
     Returns a FinetuneResult whose model holds the best dev epoch's weights.
     """
-    from .tokenizer import Tokenizer
     cfg = cfg.resolved()
     t0 = time.time()
     if train is None or dev is None:
@@ -476,7 +494,7 @@ def finetune(cfg: FinetuneConfig, train: Dataset | None = None, dev: Dataset | N
     kind = glue_task(cfg.task).name if cfg.task else ("regression" if train.is_regression else None)
     metric_name = cfg.metric or main_metric(kind)
 
-    tokenizer = Tokenizer.from_pretrained(cfg.model)
+    tokenizer = _load_tokenizer(cfg.model)
     model = build_model(cfg, train)
     max_len = model_max_length(model, tokenizer, cfg.max_length)
     pad_id = tokenizer.pad_token_id
