@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
-import functools
 import hashlib
 import http.client
 import json
@@ -56,9 +55,7 @@ import math
 import os
 import re
 import shutil
-import socket
 import sys
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -69,6 +66,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ._files import write_text_atomic
+from ._watchdog import Guard, GuardedHandler
 
 try:                                    # a lock so that two processes never append to one partial file
     import fcntl
@@ -252,24 +250,6 @@ def hub_weights_file(repo_id: str, revision: str = "main", cache_dir: str | os.P
         raise HubError(f"{what}: {e}{hint}", url=e.url, status=e.status) from None
 
 
-def resolve_file(path_or_repo_id: str, filename: str, revision: str = "main") -> str:
-    """Path of `filename`: inside `path_or_repo_id` if that is a local folder, else from the hub (cached).
-
-    Raises FileNotFoundError for a file missing from a local folder, HubError (also an OSError) for
-    one that cannot be fetched.
-    """
-    source = os.fspath(path_or_repo_id)
-    if os.path.isdir(source):
-        path = os.path.join(source, filename)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{filename} is not in the folder {source}")
-        return path
-    if not is_repo_id(source) or source.startswith(("/", ".", "~")):
-        raise FileNotFoundError(f"no folder {source!r} (and it is not a hub repository id like 'amazon/bort')")
-    return hf_hub_download(source, filename, revision=revision)
-
-
-# --------------------------------------------------------------------------- the cache and its sidecars
 def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".meta.json")
 
@@ -356,99 +336,10 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
     http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
 
 
-class _Guard:
-    """Watches one download from a background thread, and cuts its connection when the overall
-    deadline passes or fewer than `min_rate` bytes/s arrived over the last `window` seconds; a socket
-    time-out alone cannot see a server that sends a byte (or a header line) just before each time-out."""
-
-    def __init__(self, deadline: float, min_rate: float, window: float) -> None:
-        self.deadline, self.min_rate, self.window = deadline, min_rate, window
-        self.received = 0                             # bytes so far, counted by the reading loop
-        self.reason: str | None = None                # why the download was cut, once it was
-        self._sockets: list[socket.socket] = []
-        self._lock, self._done = threading.Lock(), threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> None:
-        self._thread.start()
-
-    def __exit__(self, *exc) -> None:
-        self._done.set()
-        self._thread.join()
-
-    def watch(self, sock: socket.socket) -> None:
-        """Called by each new connection: cut it at once if the download is already over time."""
-        with self._lock:
-            self._sockets.append(sock)
-            if self.reason:
-                _shut(sock)
-
-    def _run(self) -> None:
-        start = mark = time.monotonic()
-        mark_bytes = 0
-        while not self._done.wait(min(0.2, self.window / 5)):
-            now = time.monotonic()
-            if self.deadline and now - start >= self.deadline:
-                reason = f"no complete file after {self.deadline:g} s (MINIBORT_HUB_DEADLINE)"
-            elif self.min_rate and now - mark >= self.window:
-                got = self.received - mark_bytes
-                if got >= self.min_rate * self.window:
-                    mark, mark_bytes = now, self.received
-                    continue
-                reason = (f"only {got} bytes arrived in {self.window:g} s, below MINIBORT_HUB_MIN_RATE="
-                          f"{self.min_rate:g} bytes/s (a stalled or throttled server)")
-            else:
-                continue
-            with self._lock:
-                self.reason = reason
-                for sock in self._sockets:
-                    _shut(sock)
-            return
-
-
-def _shut(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)               # a blocked read returns at once
-
-
-class _Guarded:
-    """A connection that hands its socket to its download's `_Guard` as soon as it is connected."""
-
-    def __init__(self, *args, guard: _Guard, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.guard = guard
-
-    def connect(self) -> None:
-        super().connect()
-        self.guard.watch(self.sock)
-
-
-class _GuardedHTTP(_Guarded, http.client.HTTPConnection):
-    pass
-
-
-class _GuardedHTTPS(_Guarded, http.client.HTTPSConnection):
-    pass
-
-
-class _GuardedHandler(urllib.request.HTTPHandler, urllib.request.HTTPSHandler):
-    """Opens http and https connections whose sockets `guard` watches."""
-
-    def __init__(self, guard: _Guard) -> None:
-        super().__init__()
-        self.guard = guard
-
-    def http_open(self, req):
-        return self.do_open(functools.partial(_GuardedHTTP, guard=self.guard), req)
-
-    def https_open(self, req):
-        return self.do_open(functools.partial(_GuardedHTTPS, guard=self.guard), req, context=self._context)
-
-
 def _open(url: str, headers: dict[str, str], timeout: float,
-          guard: _Guard) -> tuple[http.client.HTTPResponse, _Redirects]:
+          guard: Guard) -> tuple[http.client.HTTPResponse, _Redirects]:
     redirects = _Redirects()
-    opener = urllib.request.build_opener(redirects, _GuardedHandler(guard))
+    opener = urllib.request.build_opener(redirects, GuardedHandler(guard))
     req = urllib.request.Request(url, headers={"User-Agent": "minibort", **headers})
     token = os.environ.get("HF_TOKEN")
     if token and _origin(url) == _origin(endpoint()):  # the endpoint itself, never a look-alike
@@ -482,7 +373,7 @@ def download_url(url: str, dest: str | os.PathLike, sha256: str | None = None, p
         raise HubError(f"{url} is not an http(s) URL.", url=url)
     if timeout is None:
         timeout = _env_number("MINIBORT_HUB_TIMEOUT", TIMEOUT) or TIMEOUT
-    guard = _Guard(_env_number("MINIBORT_HUB_DEADLINE", 0.0), _env_number("MINIBORT_HUB_MIN_RATE", MIN_RATE),
+    guard = Guard(_env_number("MINIBORT_HUB_DEADLINE", 0.0), _env_number("MINIBORT_HUB_MIN_RATE", MIN_RATE),
                    RATE_WINDOW)
     retries = RETRIES if retries is None else retries
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -518,7 +409,7 @@ def _discard(part: Path) -> None:
 
 
 def _attempts(url: str, part: Path, timeout: float, retries: int, progress: bool, desc: str,
-              guard: _Guard) -> tuple[int | None, str | None]:
+              guard: Guard) -> tuple[int | None, str | None]:
     """`_transfer` until the file is whole, `retries` attempts in a row without lasting progress, or
     the guard cuts the download. Returns `_transfer`'s (total size, server sha256)."""
     most = part.stat().st_size                        # the most bytes ever held: "lasting progress" beats it
@@ -606,7 +497,7 @@ class _LogLines:
 
 
 def _transfer(url: str, part: Path, timeout: float, progress: bool, desc: str,
-              guard: _Guard) -> tuple[int | None, str | None]:
+              guard: Guard) -> tuple[int | None, str | None]:
     """One HTTP GET into `part`: the rest of the file if a recorded partial download can be resumed,
     else the whole file. Returns (total size, server sha256), each None if unknown. Raises HubError for
     answers that retrying cannot fix (404, 403, ...), and ConnectionError to start over."""

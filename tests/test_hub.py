@@ -28,7 +28,6 @@ from minibort.hub import (
     hf_hub_download,
     hub_weights_file,
     repo_cache_dir,
-    resolve_file,
     verify_cached,
 )
 
@@ -270,17 +269,6 @@ def test_cache_location_from_environment(tmp_path, monkeypatch):
 def test_names_cannot_escape_the_cache(tmp_path, repo, name):
     with pytest.raises(HubError):
         hf_hub_download(repo, name, cache_dir=tmp_path)
-
-
-def test_resolve_file_local_folder_and_hub(server, tmp_path):
-    (tmp_path / "model").mkdir()
-    (tmp_path / "model" / "vocab.json").write_text("{}")
-    assert resolve_file(str(tmp_path / "model"), "vocab.json") == str(tmp_path / "model" / "vocab.json")
-    with pytest.raises(FileNotFoundError, match=r"merges\.txt"):
-        resolve_file(str(tmp_path / "model"), "merges.txt")
-    with pytest.raises(FileNotFoundError):
-        resolve_file(str(tmp_path / "missing"), "vocab.json")
-    assert Path(resolve_file(REPO, "vocab.json")).read_bytes() == source(server, "vocab.json").read_bytes()
 
 
 def test_from_pretrained_through_the_hub(server, served, tmp_path):
