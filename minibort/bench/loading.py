@@ -1,6 +1,6 @@
 """How fast minibort loads Bort-size checkpoints, and how much memory loading plus a forward takes.
 
-    python -m minibort.bench.loading [--dir DIR] [--repeat 3]
+    python -m minibort.bench.loading [--dir DIR] [--repeat 3] [--size bort|tiny] [--json]
 
 Writes, from random weights with NumPy alone, a Bort-size (76 M parameters) float32
 model.safetensors and a hub-like float16 pytorch_model.bin (with the `position_ids` buffer and a
@@ -37,17 +37,18 @@ from pathlib import Path
 import numpy as np
 
 from ..checkpoint import load_state_dict
-from ..config import BortConfig
 from ..formats.safetensors import save_file
 from ..formats.torch_zip import save_torch_zip
 from ..model import BortForMaskedLM
+from .report import Output, machine, machine_line
 
 B, T = 8, 128
 
 
-def make_files(directory: Path) -> tuple[int, int]:
+def make_files(directory: Path, size: str = "bort") -> tuple[int, int]:
     """Write model.safetensors (float32) and pytorch_model.bin (float16, hub-like). Returns their sizes."""
-    config = BortConfig.bort()
+    from .forward import config_for
+    config = config_for(size)
     rng = np.random.default_rng(0)
     state = {}
     for name, shape in BortForMaskedLM.param_shapes(config).items():
@@ -125,26 +126,36 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m minibort.bench.loading", description=__doc__.split("\n\n")[0])
     p.add_argument("--dir", type=Path, default=None, help="where to write the files (default: a temporary folder)")
     p.add_argument("--repeat", type=int, default=3, help="timed runs per measurement (best is reported)")
+    p.add_argument("--size", choices=["bort", "tiny"], default="bort",
+                   help="Bort's shape (default) or bort-tiny's (a quick check; the targets are for Bort)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON document to stdout (the lines go to stderr)")
     args = p.parse_args(argv)
+    if args.repeat < 1:
+        p.error("--repeat must be at least 1")
+    print_ = Output(args.json)
+    doc: dict = {"benchmark": "loading", "size": args.size, "machine": machine(), "rows": [], "memory": []}
     warnings.simplefilter("ignore")                  # the untrained-MLM-head warning, by design here
     with tempfile.TemporaryDirectory() as tmp:
         d = args.dir or Path(tmp)
         t = time.perf_counter()
         out = _python("import sys; from pathlib import Path; from minibort.bench.loading import make_files; "
-                      "print(*make_files(Path(sys.argv[1])))", str(d))
+                      "print(*make_files(Path(sys.argv[1]), sys.argv[2]))", str(d), args.size)
         st_size, bin_size = map(int, out.split())
-        print(f"wrote {d}: model.safetensors {st_size / 2 ** 20:.0f} MiB (float32), pytorch_model.bin "
-              f"{bin_size / 2 ** 20:.0f} MiB (float16) in {time.perf_counter() - t:.1f} s")
+        print_(f"wrote {d}: model.safetensors {st_size / 2 ** 20:.0f} MiB (float32), pytorch_model.bin "
+               f"{bin_size / 2 ** 20:.0f} MiB (float16) in {time.perf_counter() - t:.1f} s")
 
         for cls in ("BortModel", "BortForMaskedLM"):
             m = peak_memory(d / "st", cls)
             used = m["peak"] - m["baseline"]
             budget = m["weights"] + m["activations"]
-            print(f"{cls} load + one {B}x{T} forward: peak RSS {used / 2 ** 20:.0f} MiB above the interpreter's "
-                  f"{m['baseline'] / 2 ** 20:.0f} MiB; weights {m['weights'] / 2 ** 20:.0f} MiB + activations "
-                  f"{m['activations'] / 2 ** 20:.0f} MiB = {budget / 2 ** 20:.0f} MiB; ratio {used / budget:.2f} "
-                  f"(target < 1.3) {'ok' if used / budget < 1.3 else 'MISSED'}; VmHWM {m['vmhwm'] / 2 ** 20:.0f} "
-                  "MiB in all")
+            doc["memory"].append({"model": cls, "peak_above_interpreter_mb": used / 2 ** 20,
+                                  "weights_plus_activations_mb": budget / 2 ** 20, "ratio": used / budget})
+            print_(f"{cls} load + one {B}x{T} forward: peak RSS {used / 2 ** 20:.0f} MiB above the interpreter's "
+                   f"{m['baseline'] / 2 ** 20:.0f} MiB; weights {m['weights'] / 2 ** 20:.0f} MiB + activations "
+                   f"{m['activations'] / 2 ** 20:.0f} MiB = {budget / 2 ** 20:.0f} MiB; ratio {used / budget:.2f} "
+                   f"(target < 1.3) {'ok' if used / budget < 1.3 else 'MISSED'}; VmHWM {m['vmhwm'] / 2 ** 20:.0f} "
+                   "MiB in all")
         st = d / "st" / "model.safetensors"
         bn = d / "bin" / "pytorch_model.bin"
         rows = [
@@ -156,17 +167,21 @@ def main(argv: list[str] | None = None) -> int:
              best_of(args.repeat, lambda: BortForMaskedLM.from_pretrained(d / "bin")), 2.0),
         ]
         for name, secs, target in rows:
-            print(f"{name:58s} {secs * 1000:8.1f} ms   (target < {target * 1000:.0f} ms) "
-                  f"{'ok' if secs < target else 'MISSED'}")
+            doc["rows"].append({"case": name, "ms": secs * 1000, "target_ms": target * 1000})
+            print_(f"{name:58s} {secs * 1000:8.1f} ms   (target < {target * 1000:.0f} ms) "
+                   f"{'ok' if secs < target else 'MISSED'}")
         if importlib.util.find_spec("torch") is not None:   # for context only: PyTorch on the same file
             import torch
 
             def torch_load() -> None:
                 sd = torch.load(bn, weights_only=True)
                 {k: v.float() for k, v in sd.items()}
-            print(f"{'(PyTorch: torch.load + .float() of the same .bin)':58s} "
-                  f"{best_of(args.repeat, torch_load) * 1000:8.1f} ms")
-
+            t_torch = best_of(args.repeat, torch_load)
+            doc["rows"].append({"case": "(PyTorch: torch.load + .float() of the same .bin)", "ms": t_torch * 1000,
+                                "target_ms": None})
+            print_(f"{'(PyTorch: torch.load + .float() of the same .bin)':58s} {t_torch * 1000:8.1f} ms")
+    print_("\n" + machine_line(doc["machine"]))
+    print_.emit(doc)
     return 0
 
 

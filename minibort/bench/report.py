@@ -65,11 +65,10 @@ def machine(threads: int | None = None) -> dict:
     }
     if threads is not None:
         info["torch_threads"] = threads
-    try:
-        import torch
-        import transformers
-        info["torch"], info["transformers"] = torch.__version__, transformers.__version__
-    except ImportError:
+    from importlib.metadata import PackageNotFoundError, version
+    try:            # versions without importing: a child's peak memory would start from this process's
+        info["torch"], info["transformers"] = version("torch"), version("transformers")
+    except PackageNotFoundError:
         pass
     return info
 
@@ -78,8 +77,8 @@ def machine_line(m: dict) -> str:
     """One line: date, CPU, cores, versions, thread counts, load average."""
     parts = [m["date"], f"{m['cpu']} ({m['cores']} cores)", f"Python {m['python']}", f"NumPy {m['numpy']}"]
     if m.get("torch"):
-        parts.append(f"torch {m['torch']} ({m.get('torch_threads', '?')} threads), "
-                     f"transformers {m['transformers']}")
+        threads = f" ({m['torch_threads']} threads)" if m.get("torch_threads") else ""
+        parts.append(f"torch {m['torch']}{threads}, transformers {m['transformers']}")
     parts.append(f"minibort threads {m['minibort_threads']}, BLAS threads {m['blas_threads']}")
     if m.get("load_average") is not None:
         parts.append(f"load average {m['load_average']} at the start")
@@ -133,6 +132,13 @@ def table(doc: dict) -> str:
             [[r["case"], fmt(r["minibort_s"], 3), fmt(r.get("sdpa_s"), 3), fmt(r.get("eager_s"), 3),
               fmt(r.get("ratio_sdpa"), 2), fmt(r.get("ratio_eager"), 2), fmt(r.get("minibort_peak_mb")),
               fmt(r.get("torch_peak_mb"))] for r in doc["rows"]]))
+    elif name == "loading":
+        out.append(markdown_table(["", "time (ms)", "target (ms)"],
+                                  [[r["case"], fmt(r["ms"], 1), fmt(r["target_ms"])] for r in doc["rows"]]))
+        out += ["", markdown_table(["load + one forward", "peak RSS (MB)", "weights + activations (MB)", "ratio"],
+                                   [[m["model"], fmt(m["peak_above_interpreter_mb"]),
+                                     fmt(m["weights_plus_activations_mb"]), fmt(m["ratio"], 2)]
+                                    for m in doc["memory"]])]
     else:
         rows = doc.get("rows", [])
         keys = list(rows[0]) if rows else []

@@ -1,0 +1,68 @@
+"""Smoke tests of the benchmark modules: --help works, a tiny --json run prints one JSON document that
+bench.report turns into a table, bad options fail with a message. Speed is never asserted here."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {
+    "forward": ["--size", "tiny", "--repeats", "1", "--no-torch"],
+    "training": ["--case", "tiny", "--batch", "2x16", "--repeats", "1", "--no-memory", "--no-profile",
+                 "--no-torch"],
+    "loading": ["--size", "tiny", "--repeat", "1"],
+}
+
+
+def run(module: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+           "MINIBORT_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", f"minibort.bench.{module}", *args], capture_output=True,
+                          text=True, env=env, cwd=ROOT, timeout=300, check=False)
+
+
+@pytest.mark.parametrize("module", [*TINY, "report"])
+def test_help(module):
+    out = run(module, "--help")
+    assert out.returncode == 0, out.stderr
+    assert "usage:" in out.stdout
+    if module != "report":
+        assert "--json" in out.stdout
+
+
+@pytest.mark.parametrize("module", TINY)
+def test_tiny_json_run_parses_and_makes_a_table(module, tmp_path):
+    out = run(module, *TINY[module], "--json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)                                    # stdout holds the JSON and nothing else
+    assert doc["benchmark"] == module
+    assert doc["machine"]["date"] and doc["machine"]["numpy"]
+    assert doc["rows"], "no measurement in the document"
+    for row in doc["rows"]:
+        values = [v for k, v in row.items() if k.endswith(("ms", "_s")) and v is not None]
+        assert values and all(v > 0 for v in values), row
+    assert out.stderr.strip(), "the human-readable lines go to stderr with --json"
+    path = tmp_path / f"{module}.json"
+    path.write_text(out.stdout)
+    table = run("report", str(path))
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.count("\n|") >= 3 and doc["machine"]["date"] in table.stdout
+
+
+def test_report_refuses_a_file_that_is_not_benchmark_output(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    out = run("report", str(bad))
+    assert out.returncode == 1
+    assert out.stderr.startswith("error: ") and "--json" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_bad_batch_is_an_argument_error():
+    out = run("training", "--batch", "16by128", "--no-torch")
+    assert out.returncode == 2 and "BxT" in out.stderr and "Traceback" not in out.stderr
