@@ -469,7 +469,7 @@ def agora(candidate: Any, reference: Any, train, dev, thetas: Sequence[Theta] | 
     grid order. `out` is a folder for history.json, best/, grid_best/, metrics.json, generated.tsv;
     running again with the same `out` resumes after the last finished round.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
     started = time.perf_counter()
     thetas = check_grid([dict(t) for t in (load_grid(thetas) if isinstance(thetas, str) else thetas)])
     if prune not in PRUNERS:
