@@ -48,7 +48,6 @@ import json
 import math
 import os
 import sys
-import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -479,12 +478,10 @@ def finetune(cfg: FinetuneConfig, train: Dataset | None = None, dev: Dataset | N
     Returns a FinetuneResult whose model holds the best dev epoch's weights.
     """
     cfg = cfg.resolved()
-    t0 = time.time()
-    if train is None or dev is None:
-        f_train, f_devs, f_tests = read_datasets(cfg)
-        train = train or f_train
-        devs = {dev.name or "dev": dev} if dev is not None else f_devs
-        tests = {test.name or "test": test} if test is not None else f_tests
+    if (train is None) != (dev is None):
+        raise FinetuneError("pass both train and dev as Datasets, or neither (then cfg names the files)")
+    if train is None:
+        train, devs, tests = read_datasets(cfg)
     else:
         devs = {"dev": dev}
         tests = {"test": test} if test is not None else {}
@@ -542,12 +539,12 @@ def finetune(cfg: FinetuneConfig, train: Dataset | None = None, dev: Dataset | N
             if cfg.resume and os.path.exists(ckpt):
                 trainer.load(ckpt)
             run = trainer.run(log=log)
-            result = _result(cfg, trainer, run, model, tokenizer, metric_name, kind, tests, max_len, t0)
+            result = _result(cfg, trainer, run, model, tokenizer, metric_name, kind, tests, max_len)
             if run["finished"]:
                 write_outputs(out, cfg, result, train, tests)
             return result
     run = trainer.run(log=log)
-    return _result(cfg, trainer, run, model, tokenizer, metric_name, kind, tests, max_len, t0)
+    return _result(cfg, trainer, run, model, tokenizer, metric_name, kind, tests, max_len)
 
 
 # Fields that may change between a stop and a resume without changing the result.
@@ -559,6 +556,7 @@ def _quiet(message: str) -> None:
 
 
 def evaluate_names(kind: str | None) -> set[str]:
+    """The names `score` returns for a task kind (what --metric may choose)."""
     dummy = np.array([0.0, 1.0, 2.0]) if kind in ("stsb", "regression") else np.array([0, 1, 1])
     return set(glue_metrics(kind, dummy, dummy)) | {"loss"}
 
@@ -571,7 +569,9 @@ def _describe(r: dict, metric_name: str) -> str:
     return f"dev {metric_name} {r[metric_name]:.4f}; {others}"
 
 
-def _result(cfg, trainer, run, model, tokenizer, metric_name, kind, tests, max_len, t0) -> FinetuneResult:
+def _result(cfg, trainer, run, model, tokenizer, metric_name, kind, tests, max_len) -> FinetuneResult:
+    """The run's record: one history row per evaluation (with the mean training loss since the one
+    before), the best epoch's dev metrics, and test predictions (scored where labelled)."""
     s = trainer.state
     history = []
     prev_step = 0
