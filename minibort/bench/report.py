@@ -155,8 +155,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with open(path) as f:
                 doc = json.load(f)
+            if not isinstance(doc, dict) or "benchmark" not in doc:
+                raise KeyError("no 'benchmark' key")
             text = table(doc)
-        except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+        except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
             print(f"error: {path}: not a benchmark's --json output ({e}); make one with e.g. "
                   "python -m minibort.bench.forward --json > forward.json", file=sys.stderr)
             return 1
