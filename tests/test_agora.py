@@ -404,3 +404,29 @@ def test_cli_two_workers_give_the_same_run(tmp_path):
         assert r.returncode == 0, r.stderr
         histories.append(strip_times(json.loads((out / "history.json").read_text())))
     assert histories[0] == histories[1]
+
+
+# ------------------------------------------------------------------------------------ grids
+
+
+def test_grid_presets_and_files(tmp_path):
+    original = load_grid("original")
+    assert len(original) == 480 == 5 * 3 * 4 * 4 * 2
+    assert original[0] == {"seed": 0, "lr": 1e-4, "weight_decay": 0.0, "warmup_ratio": 0.35, "batch_size": 8}
+    assert {t["lr"] for t in original} == {1e-4, 1e-5, 9e-6} and {t["seed"] for t in original} == set(range(5))
+    assert len({json.dumps(t, sort_keys=True) for t in original}) == 480
+    assert 1 <= len(load_grid("small")) <= 8
+    (tmp_path / "axes.json").write_text('{"lr": [1e-3, 1e-4], "seed": [0, 1, 2]}')
+    assert load_grid(str(tmp_path / "axes.json")) == grid(lr=[1e-3, 1e-4], seed=[0, 1, 2])
+    (tmp_path / "list.json").write_text('[{"lr": 0.001}, {"lr": 0.0001, "seed": 3}]')
+    assert load_grid(str(tmp_path / "list.json")) == [{"lr": 0.001}, {"lr": 0.0001, "seed": 3}]
+    for text, message in [('[{"lr": 1}, {"lr": 1}]', "the same"), ('{"lr": []}', "no values"),
+                          ("[", "cannot read"), ('"small"', "must hold a list"), ('[{"lr": [1, 2]}]', "values")]:
+        (tmp_path / "bad.json").write_text(text)
+        with pytest.raises(GridError, match=message):
+            load_grid(str(tmp_path / "bad.json"))
+
+
+def test_default_fit_refuses_names_finetune_does_not_know():
+    with pytest.raises(A.AgoraError, match="momentum"):
+        A.FinetuneFit("bort-tiny")({"seed": 0, "momentum": 0.9}, TRAIN, DEV)

@@ -94,7 +94,8 @@ def run_seed(args, seed: int, reference, log) -> dict:
     majority = int(np.bincount(dev.label_ids()).argmax())        # D is balanced by construction: E's
     row: dict = {"seed": seed, "majority": accuracy(np.full(len(test), majority), y_test)}
     row["reference"] = accuracy(reference.predict_ids(test), y_test)
-    for name, options in CONDITIONS.items():
+    for name in args.conditions:
+        options = CONDITIONS[name]
         t0 = time.perf_counter()
         r: AgoraResult = agora(args.model, reference.ref, train, dev, thetas, fit=fit, generate=phi, seed=seed,
                                progress=False, **options)
@@ -167,7 +168,8 @@ def measure_phi(args, reference, log) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    cols = ["majority", "reference", "grid_best", "agora", "phi_on_train", "no_generation"]
+    cols = [c for c in ["majority", "reference", "grid_best", "agora", "phi_on_train", "no_generation"]
+            if c in rows[0]]
     lines = ["| | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for r in rows:
         lines.append(f"| seed {r['seed']} | " + " | ".join(f"{r[c]:.3f}" for c in cols) + " |")
@@ -191,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--test-size", type=int, default=500)
     ap.add_argument("--generator", default="mlm")
     ap.add_argument("--no-speedup", action="store_true", help="skip the --workers 2 measurement")
+    ap.add_argument("--conditions", nargs="+", choices=tuple(CONDITIONS), default=list(CONDITIONS),
+                    help="the Agora runs to compare (default: all three)")
     ap.add_argument("--phi-only", action="store_true", help="only measure φ's edit-fraction bands")
     args = ap.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
