@@ -172,6 +172,36 @@ def measure_memory(which: str, case: str, B: int, T: int, threads: int) -> dict:
 # ------------------------------------------------------------------------------------------ profile
 
 
+def gemm_floor(cfg, B: int, T: int, head_rows: int | None, repeats: int = 3) -> float:
+    """Seconds that the step's matrix products alone take here: every forward and backward GEMM of
+    the step at its own shape, on random float32 arrays (the same count and shapes the step runs;
+    the attention products as batched matmuls over (B, N) at the shapes the blocked form uses).
+    The step cannot be faster than this on this BLAS; the rest is NumPy's elementwise work."""
+    H, I, N, V = cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads, cfg.vocab_size
+    D, R = H // N, B * T
+    rng = np.random.default_rng(0)
+
+    def arr(*shape):
+        return rng.standard_normal(shape, dtype=np.float32)
+    linears = [(R, H, H)] * 4 + [(R, H, I), (R, I, H)]                # (rows, in, out) per layer
+    shapes = []                                                       # (a, b) pairs: a @ b
+    for rows, n_in, n_out in linears * cfg.num_hidden_layers + ([(head_rows, H, H), (head_rows, H, V)]
+                                                               if head_rows else []):
+        x, W, dy = arr(rows, n_in), arr(n_out, n_in), arr(rows, n_out)
+        shapes += [(x, W.T), (dy, W), (dy.T, x)]                      # forward, dx, dW
+    q, s = arr(B, N, T, D), arr(B, N, T, T)
+    kt = arr(B, N, D, T)
+    for _ in range(cfg.num_hidden_layers):                            # forward 2, backward 4
+        shapes += [(q, kt), (s, q), (q, kt), (s.transpose(0, 1, 3, 2), q), (s, q), (s.transpose(0, 1, 3, 2), q)]
+
+    def all_products():
+        for a, b in shapes:
+            a @ b
+    return min(run_times(all_products, repeats))
+
+
+
+
 def profile(out: Output, step, model, opt, data, top: int = 22) -> dict:
     """Forward / backward / optimizer split and a cProfile of one step; returns the split in ms."""
     ids, mask, labels = data
@@ -186,9 +216,13 @@ def profile(out: Output, step, model, opt, data, top: int = 22) -> dict:
     t_lg = min(run_times(lambda: model.loss_and_grads(ids, labels, mask), 3))
     _, grads = model.loss_and_grads(ids, labels, mask)
     t_opt = min(run_times(lambda: opt.step(grads), 3))
-    split = {"forward_ms": 1e3 * t_fwd, "backward_ms": 1e3 * (t_lg - t_fwd), "adamw_ms": 1e3 * t_opt}
+    B, T = ids.shape
+    t_gemm = gemm_floor(model.config, B, T, int(sel.sum()) if sel is not None else None)
+    split = {"forward_ms": 1e3 * t_fwd, "backward_ms": 1e3 * (t_lg - t_fwd), "adamw_ms": 1e3 * t_opt,
+             "gemm_floor_ms": 1e3 * t_gemm}
     out(f"minibort step split (best of 3): forward ~{split['forward_ms']:.0f} ms, backward "
-        f"~{split['backward_ms']:.0f} ms, AdamW {split['adamw_ms']:.0f} ms")
+        f"~{split['backward_ms']:.0f} ms, AdamW {split['adamw_ms']:.0f} ms; the step's matrix products "
+        f"alone {split['gemm_floor_ms']:.0f} ms (the step is {(t_lg + t_opt) / t_gemm:.2f}x that)")
     pr = cProfile.Profile()
     pr.enable()
     step()
