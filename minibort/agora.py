@@ -146,22 +146,23 @@ class Reference:
 
 
 def as_reference(obj: Any, labels: Sequence[str]) -> Reference:
-    """A Reference from a Reference, an object with predict/predict_proba over examples, or a callable.
+    """A Reference from a Reference, a callable, or an object with predict (and predict_proba).
 
-    A plain callable receives texts (or (text, text_pair) tuples for pair tasks) and returns labels:
-    names from `labels`, or integer ids into it.
+    A callable, or the object's predict and predict_proba, receives texts (or (text, text_pair)
+    tuples for pair tasks), as minibort.bow.BowClassifier does, and returns labels: names from
+    `labels`, or integer ids into it.
     """
     if isinstance(obj, Reference):
         return obj
-    if callable(obj) and not hasattr(obj, "predict"):
-        def predict(examples: list) -> list:
-            inputs = [e.text if e.text_pair is None else (e.text, e.text_pair) for e in examples]
-            return list(obj(inputs))
-        return Reference(predict, None, None, getattr(obj, "__name__", "callable"))
     if hasattr(obj, "predict"):
         proba = getattr(obj, "predict_proba", None)
-        return Reference(obj.predict, list(getattr(obj, "labels", None) or labels) or None, proba,
+        known = getattr(obj, "labels", None)
+        return Reference(lambda examples: list(obj.predict(_texts(examples))), list(known) if known else None,
+                         None if proba is None else lambda examples: np.asarray(proba(_texts(examples))),
                          type(obj).__name__)
+    if callable(obj):
+        return Reference(lambda examples: list(obj(_texts(examples))), None, None,
+                         getattr(obj, "__name__", "callable"))
     raise AgoraError(f"the reference {obj!r} is neither callable nor has a predict method")
 
 
@@ -552,6 +553,10 @@ def agora(candidate: Any, reference: Any, train, dev, thetas: Sequence[Theta] | 
         inner.close()
         results = [f.result() for f in futures]              # grid order, whatever finished first
         fits += len(results)
+        for theta_index, (_, pred) in zip(round_thetas, results):
+            if np.shape(pred) != gold.shape:
+                raise AgoraError(f"the fit of {thetas[theta_index]} returned {np.shape(pred)} dev predictions "
+                                 f"for {len(gold)} dev examples; it must return one label id per example")
         scores = [accuracy(pred, gold) for _, pred in results]
 
         # 2. the best model on E (ties: earlier θ in the grid), and its mistakes

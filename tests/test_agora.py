@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -430,3 +431,22 @@ def test_grid_presets_and_files(tmp_path):
 def test_default_fit_refuses_names_finetune_does_not_know():
     with pytest.raises(A.AgoraError, match="momentum"):
         A.FinetuneFit("bort-tiny")({"seed": 0, "momentum": 0.9}, TRAIN, DEV)
+
+
+def test_a_bow_classifier_object_is_a_reference():
+    from minibort.bow import BowClassifier
+    clf = BowClassifier(min_count=1).fit(TRAIN)
+    ref = A.as_reference(clf, TRAIN.labels)
+    assert ref.labels == ["bad", "good"]
+    names = A.label_names(ref.predict(list(DEV.examples)), TRAIN.labels, "bow")
+    assert names == [TRAIN.labels[i] for i in clf.predict(DEV)]
+    assert ref.predict_proba(list(DEV.examples)).shape == (len(DEV), 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")            # its dev accuracy on 12 examples may be <= 2/3
+        r = run(reference=clf, min_confidence=0.6)
+    assert r.generated and all(g["label"] in ("bad", "good") for g in r.generated)
+
+
+def test_a_fit_with_the_wrong_number_of_predictions_is_named():
+    with pytest.raises(A.AgoraError, match="one label id per example"):
+        run(fit=lambda theta, train, dev, start=None: (None, np.zeros(3, dtype=np.int64)))
