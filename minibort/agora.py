@@ -534,6 +534,9 @@ def agora(candidate: Any, reference: Any, train, dev, thetas: Sequence[Theta] | 
         if not main_round and n_replayed >= len(replays):
             stopped = "theta empty"
             break
+        if history and history[-1]["mistakes"] == 0 and sources == "mistakes":
+            stopped = "no mistakes on dev"      # the best model is perfect on E: nothing left to learn from
+            break
         if max_rounds is not None and len(history) >= max_rounds:
             stopped = "max_rounds"
             break
@@ -611,8 +614,6 @@ def agora(candidate: Any, reference: Any, train, dev, thetas: Sequence[Theta] | 
             _save_round(out, config, alive, history, generated, best, grid_best, models,
                         state["elapsed"] + time.perf_counter() - started, restart, rnd)
         bar.update()
-        if not mistakes and sources == "mistakes":
-            stopped = "no mistakes on dev"      # the best model is perfect on E: nothing left to learn from
     bar.close()
 
     if best is None:
