@@ -182,6 +182,7 @@ def table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m minibort.bench.agora", description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds run: first-seed .. first-seed + seeds - 1")
     ap.add_argument("--out", required=True, help="folder for results.json and table.md")
     ap.add_argument("--model", default="bort-tiny")
     ap.add_argument("--grid", default="experiment", help="experiment (4 sets), small, original, or a JSON file")
@@ -212,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             json.dump(measure_phi(args, reference, log), f, indent=1)
         return 0
     rows = []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         rows.append(run_seed(args, seed, reference, log))
         results = {"args": vars(args), "reference_dev": ref_dev, "rows": rows,
                    "wall_time": time.perf_counter() - t0}
