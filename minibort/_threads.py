@@ -187,3 +187,22 @@ def run_blocks(work: Callable[[object], None], blocks: Sequence, threads: int | 
         finally:
             for f in futures:
                 f.result()
+
+
+ROW_CHUNK_BYTES = 1 << 17          # a band of rows per array: 128 KB, so a layer's few arrays fit in L2
+
+
+def run_rows(work: Callable[[slice], None], n_rows: int, row_bytes: int, threads: int | None = None,
+             chunk_bytes: int = ROW_CHUNK_BYTES) -> None:
+    """Call work(rows) for bands of rows (slices) covering range(n_rows), each about `chunk_bytes`,
+    on minibort's threads; on one thread when there are fewer than four bands' worth of work.
+
+    For elementwise and row-wise layers: an element's arithmetic does not depend on the band it is
+    in, so the result is the one a single pass over all rows gives, bit for bit.
+    """
+    step = max(1, chunk_bytes // max(1, row_bytes))
+    bands = [slice(i, min(i + step, n_rows)) for i in range(0, n_rows, step)]
+    if threads is None and n_rows * row_bytes < 4 * chunk_bytes:
+        threads = 1
+    run_blocks(work, bands, threads)
+

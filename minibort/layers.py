@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from ._threads import run_blocks
+from ._threads import run_blocks, run_rows
 
 # ----------------------------------------------------------------------------------------- embedding
 
@@ -76,35 +76,51 @@ def linear_backward(dy: np.ndarray, cache):
 # ----------------------------------------------------------------------------------------- LayerNorm
 
 
+# LayerNorm and GELU run over bands of rows (`run_rows`, minibort/_threads.py): each band's arrays
+# stay in cache through the layer's several passes, and the bands share out over minibort's threads
+# (NumPy's elementwise loops use one core each). Every row's arithmetic is what one pass over the
+# whole array would do, so the numbers are the same bit for bit.
+
+
 def layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float):
     """Normalise the last axis to zero mean and unit variance (biased), then scale and shift."""
-    mean = x.mean(axis=-1, keepdims=True)                          # (..., 1)
-    xhat = x - mean                                                # (..., H) centred
-    var = np.square(xhat).mean(axis=-1, keepdims=True)             # (..., 1) biased, as PyTorch
-    rstd = 1.0 / np.sqrt(var + eps)                                # (..., 1)
-    xhat *= rstd                                                   # (..., H) normalised, in place
-    y = xhat * w                                                   # (..., H)
-    y += b                                                         # in place: one temporary fewer
-    return y, (xhat, rstd, w)
+    H = x.shape[-1]
+    x2 = x.reshape(-1, H)                                          # (R, H) rows
+    xhat, y = np.empty_like(x2), np.empty_like(x2)                 # (R, H)
+    rstd = np.empty((x2.shape[0], 1), dtype=x.dtype)               # (R, 1)
+
+    def rows(r: slice) -> None:                                    # the formula, on a band of rows
+        mean = x2[r].mean(axis=-1, keepdims=True)                  # (r, 1)
+        xh = np.subtract(x2[r], mean, out=xhat[r])                 # (r, H) centred
+        var = np.square(xh).mean(axis=-1, keepdims=True)           # (r, 1) biased, as PyTorch
+        rs = np.divide(1.0, np.sqrt(var + eps), out=rstd[r])       # (r, 1) 1 / sqrt(var + eps)
+        xh *= rs                                                   # (r, H) normalised, in place
+        np.multiply(xh, w, out=y[r])
+        y[r] += b
+    run_rows(rows, x2.shape[0], H * x.itemsize)
+    return y.reshape(x.shape), (xhat.reshape(x.shape), rstd.reshape(*x.shape[:-1], 1), w)
 
 
 def layer_norm_backward(dy: np.ndarray, cache):
     """-> dx, dw, db. With g = dy * w: dx = rstd * (g - mean(g) - xhat * mean(g * xhat))."""
     xhat, rstd, w = cache
     H = xhat.shape[-1]
-    dy2 = dy.reshape(-1, H)
-    t = dy2 * xhat.reshape(-1, H)                                  # (R, H) the one temporary reused below
+    dy2, xh2, rs2 = dy.reshape(-1, H), xhat.reshape(-1, H), rstd.reshape(-1, 1)  # (R, H), (R, H), (R, 1)
+    t = dy2 * xh2                                                  # (R, H) the one temporary reused below
     dw = t.sum(axis=0)                                             # (H,)
     db = dy2.sum(axis=0)                                           # (H,)
-    g = dy * w                                                     # (..., H)
-    t = t.reshape(g.shape)
-    np.multiply(g, xhat, out=t)
-    m2 = t.mean(axis=-1, keepdims=True)                            # (..., 1) mean(g * xhat)
-    g -= g.mean(axis=-1, keepdims=True)                            # g - mean(g), in place
-    np.multiply(xhat, m2, out=t)
-    g -= t
-    g *= rstd                                                      # dx
-    return g, dw, db
+    dx = np.empty_like(dy2)                                        # (R, H)
+
+    def rows(r: slice) -> None:                                    # the formula, on a band of rows
+        g = np.multiply(dy2[r], w, out=dx[r])                      # (r, H) g = dy * w
+        tr = np.multiply(g, xh2[r], out=t[r])
+        m2 = tr.mean(axis=-1, keepdims=True)                       # (r, 1) mean(g * xhat)
+        g -= g.mean(axis=-1, keepdims=True)                        # g - mean(g), in place
+        np.multiply(xh2[r], m2, out=tr)
+        g -= tr
+        g *= rs2[r]                                                # dx
+    run_rows(rows, dy2.shape[0], H * dy.itemsize)
+    return dx.reshape(dy.shape), dw, db
 
 
 # ----------------------------------------------------------------------------------------- GELU
@@ -210,22 +226,32 @@ def normal_cdf(x: np.ndarray) -> np.ndarray:
 
 def gelu(x: np.ndarray):
     """0.5 x (1 + erf(x / sqrt 2)), elementwise. The cache keeps x and Phi(x) for the backward."""
-    phi = normal_cdf(x)                                             # Phi(x), the normal CDF
-    return x * phi, (x, phi)
+    x2 = x.reshape(-1, x.shape[-1])                                 # (R, I) rows
+    phi, y = np.empty_like(x2), np.empty_like(x2)
+
+    def rows(r: slice) -> None:                                     # the formula, on a band of rows
+        phi[r] = normal_cdf(x2[r])                                  # Phi(x), the normal CDF
+        np.multiply(x2[r], phi[r], out=y[r])                        # x Phi(x)
+    run_rows(rows, x2.shape[0], x2.shape[1] * x.itemsize)
+    return y.reshape(x.shape), (x, phi.reshape(x.shape))
 
 
 def gelu_backward(dy: np.ndarray, cache) -> np.ndarray:
     """d/dx [x Phi(x)] = Phi(x) + x phi(x), with phi the normal density exp(-x^2/2) / sqrt(2 pi)."""
     x, phi = cache
-    # dy * (phi + x * (exp(-x^2 / 2) / sqrt(2 pi))), in one temporary instead of six
-    t = np.multiply(x, -0.5)                                        # (..., I)
-    t *= x
-    np.exp(t, out=t)
-    t *= _INV_SQRT_2PI                                              # phi(x), the density
-    t *= x
-    t += phi
-    t *= dy
-    return t
+    x2, phi2, dy2 = (a.reshape(-1, a.shape[-1]) for a in (x, phi, dy))  # (R, I) rows
+    dx = np.empty_like(dy2)
+
+    def rows(r: slice) -> None:     # dy * (phi + x * (exp(-x^2 / 2) / sqrt(2 pi))), no temporary
+        t = np.multiply(x2[r], -0.5, out=dx[r])                     # (r, I)
+        t *= x2[r]
+        np.exp(t, out=t)
+        t *= _INV_SQRT_2PI                                          # phi(x), the density
+        t *= x2[r]
+        t += phi2[r]
+        t *= dy2[r]
+    run_rows(rows, dx.shape[0], dx.shape[1] * dx.itemsize)
+    return dx.reshape(dy.shape)
 
 
 # ----------------------------------------------------------------------------------------- tanh

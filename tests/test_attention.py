@@ -9,6 +9,8 @@ summed over bands) are exercised on small arrays. Dropout masks must be the very
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from helpers import close
@@ -220,3 +222,47 @@ def test_num_threads_knob(monkeypatch):
         T._state["threads"] = saved
         if blas:
             T.set_blas_threads(blas)
+
+
+# ------------------------------------------------------------------------------------------ row bands
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_layer_norm_and_gelu_in_row_bands_equal_one_pass_bit_for_bit(dtype):
+    """The banded, threaded LayerNorm and GELU against their formulas applied to the whole array at once
+    (the code they replaced), on 3 x 700 rows of 64: several bands of rows, shared out over threads."""
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((3, 700, 64)) * 2 + 0.5).astype(dtype)
+    w, b = (1 + 0.3 * rng.standard_normal(64)).astype(dtype), rng.standard_normal(64).astype(dtype)
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    assert x.nbytes >= 4 * T.ROW_CHUNK_BYTES                        # enough rows to share out
+
+    mean = x.mean(axis=-1, keepdims=True)                           # layer_norm, one pass
+    xhat = x - mean
+    rstd = 1.0 / np.sqrt(np.square(xhat).mean(axis=-1, keepdims=True) + 1e-5)
+    xhat *= rstd
+    y = xhat * w + b
+    got, cache = L.layer_norm(x, w, b, 1e-5)
+    np.testing.assert_array_equal(got, y)
+    g = dy * w                                                      # layer_norm_backward, one pass
+    dx = rstd * (g - g.mean(axis=-1, keepdims=True) - xhat * (g * xhat).mean(axis=-1, keepdims=True))
+    got_dx, dw, db = L.layer_norm_backward(dy, cache)
+    np.testing.assert_array_equal(got_dx, dx)
+    np.testing.assert_array_equal(dw, (dy * xhat).reshape(-1, 64).sum(axis=0))
+    np.testing.assert_array_equal(db, dy.reshape(-1, 64).sum(axis=0))
+
+    phi = L.normal_cdf(x)                                           # gelu and its backward, one pass
+    got, cache = L.gelu(x)
+    np.testing.assert_array_equal(got, x * phi)
+    np.testing.assert_array_equal(cache[1], phi)
+    want = dy * (phi + x * (1.0 / math.sqrt(2 * math.pi) * np.exp(-0.5 * x * x)))   # Python floats
+    np.testing.assert_array_equal(L.gelu_backward(dy, cache), want)
+
+
+def test_run_rows_covers_every_row_once():
+    seen = []
+    T.run_rows(lambda r: seen.extend(range(r.start, r.stop)), 1000, 1024, threads=2)
+    assert sorted(seen) == list(range(1000))
+    bands = []
+    T.run_rows(bands.append, 10, 10 ** 9)                          # a row bigger than a band: one row each
+    assert len(bands) == 10
