@@ -157,8 +157,11 @@ def mirror(tmp_path):
     folder.mkdir(parents=True)
     for name in ("config.json", "model.safetensors", "vocab.json", "merges.txt"):
         shutil.copy(os.path.join(FOLDER, name), folder / name)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "mirror"))
-    handler.log_message = lambda *a: None
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(tmp_path / "mirror"))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}"

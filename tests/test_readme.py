@@ -23,7 +23,24 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
-PY_BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
+
+
+def fenced_blocks(text: str) -> list[tuple[str, str]]:
+    """(language, body) of each ``` fenced block, in order."""
+    blocks, lang, body = [], None, []
+    for line in text.splitlines():
+        if line.startswith("```"):
+            if lang is None:
+                lang, body = line[3:].strip(), []
+            else:
+                blocks.append((lang, "\n".join(body) + "\n"))
+                lang = None
+        elif lang is not None:
+            body.append(line)
+    return blocks
+
+
+PY_BLOCKS = [body for lang, body in fenced_blocks(README) if lang == "python"]
 COMMANDS = ("generate", "download", "pretrain", "corpus", "finetune", "agora", "bench", "tutorials")
 
 
@@ -45,8 +62,11 @@ def bort_mirror(tmp_path_factory, mirror_dir):
     real = json.loads((mirror_dir / "config.json").read_text())
     config = BortConfig.from_dict({**real, "hidden_size": 64, "intermediate_size": 48})
     BortForMaskedLM(config, seed=0).save_pretrained(repo)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *a: None
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
@@ -71,7 +91,9 @@ def test_readme_python_block_runs(i, tmp_path, request):
 def shown_generate_runs() -> list[tuple[str, str]]:
     """Each `$ python -m minibort.generate ...` in the README's console blocks, with the output shown."""
     runs = []
-    for block in re.findall(r"```\n(.*?)```", README, re.S):
+    for lang, block in fenced_blocks(README):
+        if lang:
+            continue
         for m in re.finditer(r"^\$ (python -m minibort\.generate .*)\n((?:(?!\$ ).*\n?)*)", block, re.M):
             runs.append((m.group(1), m.group(2).rstrip("\n")))
     return runs
@@ -101,7 +123,7 @@ def test_every_command_answers_help(name, tmp_path):
 
 
 def test_readme_opening_commands_are_the_ci_ones():
-    first, second = re.search(r"```bash\n(.*?)```", README, re.S).group(1).strip().splitlines()[:2]
+    first, second = next(body for lang, body in fenced_blocks(README) if lang == "bash").splitlines()[:2]
     assert first.startswith("pip install . && python -m minibort.generate ")
     assert second.startswith("pip install -e \".[test]\" && python -m pytest")
     assert "readme_line" in (ROOT / ".ci" / "run").read_text()        # CI extracts them from here
