@@ -284,3 +284,7 @@ def test_cli_show_and_error(tmp_path):
     p.write_text("sentence,label\nx,1\n", encoding="utf-8")
     bad = subprocess.run([sys.executable, "-m", "minibort.data", "show", str(p)], capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
+    docs = subprocess.run([sys.executable, "-m", "minibort.data", "docs-task", str(tmp_path / "docs"),
+                           "--max-train", "50"], capture_output=True, text=True, check=False)
+    assert docs.returncode == 0 and "train: 50 sentences" in docs.stdout, docs.stderr
+    assert len(load_glue("sst2", tmp_path / "docs", "train")) == 50

@@ -264,6 +264,12 @@ def test_cli_help_lists_the_flags():
         assert flag in r.stdout, flag
 
 
+def test_benchmark_help():
+    r = subprocess.run([sys.executable, "-m", "minibort.bench.finetune", "--help"], capture_output=True, text=True,
+                       env=ENV, check=False)
+    assert r.returncode == 0 and "table" in r.stdout and "--steps" in r.stdout
+
+
 def test_cli_run_and_errors(tiny_model, tmp_path):
     d = tmp_path / "data"
     d.mkdir()
