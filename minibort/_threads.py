@@ -11,11 +11,11 @@ or descheduled thread simply takes fewer), and BLAS is held to one thread meanwh
 of threads do not compete. NumPy releases Python's GIL inside its loops and BLAS calls, so the
 threads do run at the same time.
 
-The knob: MINIBORT_NUM_THREADS=n in the environment (read when the first model is built, or by
-`set_num_threads(n)` at any time) sets both minibort's thread count and BLAS's. Without it, minibort
-uses as many threads as the process may run on (os.sched_getaffinity) and leaves BLAS as it is
-(OPENBLAS_NUM_THREADS, or OpenBLAS's own default). On a machine shared with other busy processes,
-MINIBORT_NUM_THREADS=1 avoids the waiting altogether.
+The knob: MINIBORT_NUM_THREADS=n in the environment (applied when minibort.layers is imported), or
+`set_num_threads(n)` at any time, sets both minibort's thread count and BLAS's. Without it, minibort
+uses as many threads as BLAS does (so OPENBLAS_NUM_THREADS=1 holds minibort to one thread too; with
+neither set, OpenBLAS and minibort use every core the process may run on). On a machine shared with
+other busy processes, MINIBORT_NUM_THREADS=1 avoids the waiting altogether.
 
 BLAS is reached through NumPy's own OpenBLAS (found among the loaded libraries, called with ctypes),
 or through threadpoolctl when that is installed and the BLAS is another one; with neither, the BLAS
@@ -134,14 +134,15 @@ def _parse_env() -> int | None:
 
 
 def num_threads() -> int:
-    """The threads minibort uses: set_num_threads(n), else MINIBORT_NUM_THREADS, else the CPUs available."""
+    """The threads minibort uses: set_num_threads(n), else MINIBORT_NUM_THREADS, else BLAS's thread
+    count, else the CPUs the process may run on."""
     if _state["threads"] is None:
         with _lock:
             if _state["threads"] is None:
                 n = _parse_env()
                 if n is not None:
                     set_blas_threads(n)
-                _state["threads"] = n or _available_cpus()
+                _state["threads"] = n or blas_threads() or _available_cpus()
     return _state["threads"]
 
 
@@ -206,3 +207,9 @@ def run_rows(work: Callable[[slice], None], n_rows: int, row_bytes: int, threads
         threads = 1
     run_blocks(work, bands, threads)
 
+
+if os.environ.get(ENV):            # the knob holds from import on, for BLAS's products too
+    try:
+        num_threads()
+    except ValueError:             # raised again, with its fix, where minibort first computes in parallel
+        _state["threads"] = None

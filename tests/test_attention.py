@@ -216,6 +216,11 @@ def test_num_threads_knob(monkeypatch):
         T._state["threads"] = None
         assert T.num_threads() == 1
         assert T.blas_threads() in (None, 1)
+        monkeypatch.delenv(T.ENV)
+        if blas:                                                     # without the knob: BLAS's count
+            T.set_blas_threads(3)
+            T._state["threads"] = None
+            assert T.num_threads() == 3
         with pytest.raises(ValueError, match=">= 1"):
             T.set_num_threads(0)
     finally:
@@ -227,8 +232,17 @@ def test_num_threads_knob(monkeypatch):
 # ------------------------------------------------------------------------------------------ row bands
 
 
+@pytest.fixture
+def two_threads():
+    """minibort's blocks on two threads for one test (BLAS left as it is), whatever the environment."""
+    saved = T._state["threads"]
+    T._state["threads"] = 2
+    yield
+    T._state["threads"] = saved
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_layer_norm_and_gelu_in_row_bands_equal_one_pass_bit_for_bit(dtype):
+def test_layer_norm_and_gelu_in_row_bands_equal_one_pass_bit_for_bit(dtype, two_threads):
     """The banded, threaded LayerNorm and GELU against their formulas applied to the whole array at once
     (the code they replaced), on 3 x 700 rows of 64: several bands of rows, shared out over threads."""
     rng = np.random.default_rng(0)
