@@ -35,7 +35,8 @@ from concurrent.futures import ThreadPoolExecutor
 ENV = "MINIBORT_NUM_THREADS"
 
 _lock = threading.Lock()
-_state: dict = {"threads": None, "pool": None, "pool_pid": None, "pool_workers": 0, "blas": None}
+_state: dict = {"threads": None, "pool": None, "pool_pid": None, "pool_workers": 0, "blas": None,
+                "blas_holders": 0, "blas_before": None}
 
 
 # ------------------------------------------------------------------------------------ BLAS threads
@@ -97,16 +98,21 @@ def set_blas_threads(n: int) -> bool:
 
 @contextlib.contextmanager
 def single_threaded_blas() -> Iterator[None]:
-    """BLAS on one thread inside the block, as it was afterwards."""
-    before = blas_threads()
-    if before is None or before == 1:
-        yield
-        return
-    set_blas_threads(1)
+    """BLAS on one thread inside the block, as it was afterwards. Several threads of the caller's
+    may be inside at once (a Dask worker's, say): the first one in sets 1, the last one out restores."""
+    with _lock:
+        if _state["blas_holders"] == 0:
+            _state["blas_before"] = blas_threads()
+            if _state["blas_before"] not in (None, 1):
+                set_blas_threads(1)
+        _state["blas_holders"] += 1
     try:
         yield
     finally:
-        set_blas_threads(before)
+        with _lock:
+            _state["blas_holders"] -= 1
+            if _state["blas_holders"] == 0 and _state["blas_before"] not in (None, 1):
+                set_blas_threads(_state["blas_before"])
 
 
 # ------------------------------------------------------------------------------------ minibort's threads

@@ -205,6 +205,28 @@ def test_blas_threads_are_restored_after_the_blocks():
     assert T.blas_threads() == before
 
 
+def test_blas_threads_restored_when_callers_overlap():
+    """Two caller threads in run_blocks at once (as in a threaded server): BLAS ends as it began."""
+    import threading
+    before = T.blas_threads()
+    if before is None:
+        pytest.skip("no way to reach this NumPy's BLAS thread count")
+    T.set_blas_threads(2)
+    try:
+        gate = threading.Barrier(2)
+
+        def caller():
+            T.run_blocks(lambda i: gate.wait() if i == 0 else None, list(range(4)), threads=2)
+        callers = [threading.Thread(target=caller) for _ in range(2)]
+        for c in callers:
+            c.start()
+        for c in callers:
+            c.join()
+        assert T.blas_threads() == 2
+    finally:
+        T.set_blas_threads(before)
+
+
 def test_num_threads_knob(monkeypatch):
     saved, blas = T._state["threads"], T.blas_threads()
     try:
