@@ -357,12 +357,14 @@ def attention_reference_backward(dctx: np.ndarray, cache):
     return dq, dk, dv
 
 
-# The fast form. The reference makes (B, N, T, T) arrays: 64 MB of scores per layer at Bort's 8 x 512,
-# swept from memory seven times (scale, mask, max, subtract, exp, sum, divide) and once more by the
-# product with v. Memory, not arithmetic, sets its pace. `attention` computes the same numbers one
-# block of scores at a time, a block small enough (ATTENTION_BLOCK_BYTES) to stay in the core's L2
-# cache from its matmul through its softmax to its product with v; only the block's results go out
-# to memory. That is FlashAttention's idea (Dao et al., 2022), in NumPy.
+# The fast form. The reference makes (B, N, T, T) arrays, 64 MB of scores per layer at Bort's 8 x 512,
+# and sweeps them seven times (scale, mask, max, subtract, exp, sum, divide), each sweep a NumPy loop
+# on one core. `attention` computes the same numbers one block of scores at a time, a block small
+# enough (ATTENTION_BLOCK_BYTES) to stay in the core's L2 cache from its product with k through its
+# softmax to its product with v, and shares the blocks out over several threads. That is
+# FlashAttention's idea (Dao et al., 2022), in NumPy. (On this project's machine exp is most of the
+# softmax's cost, in cache or not, so on one core the blocks gain little; the threads gain the most.
+# python -m minibort.bench.forward times both forms.)
 #
 # FlashAttention also splits the keys, and then needs a running softmax: having seen keys 1..j of a
 # row with running max m and running sum l = sum exp(s_i - m) and context c = sum exp(s_i - m) v_i,
