@@ -171,11 +171,13 @@ def _pool(workers: int) -> ThreadPoolExecutor:
         return pool
 
 
-def run_blocks(work: Callable[[object], None], blocks: Sequence, threads: int | None = None) -> None:
+def run_blocks(work: Callable[[object], None], blocks: Sequence, threads: int | None = None,
+               blas_inside: bool = True) -> None:
     """Call work(block) for every block, on `threads` threads (default num_threads()).
 
     Each thread takes the next block when it is free, so the blocks run in no particular order:
-    `work` must write only what its own block owns. BLAS is held to one thread meanwhile.
+    `work` must write only what its own block owns. When the work calls BLAS (`blas_inside`), BLAS
+    is held to one thread meanwhile.
     """
     threads = min(num_threads() if threads is None else threads, len(blocks))
     if threads <= 1:
@@ -187,7 +189,7 @@ def run_blocks(work: Callable[[object], None], blocks: Sequence, threads: int | 
     def worker() -> None:
         while (i := next(counter)) < len(blocks):
             work(blocks[i])
-    with single_threaded_blas():
+    with single_threaded_blas() if blas_inside else contextlib.nullcontext():
         futures = [_pool(threads - 1).submit(worker) for _ in range(threads - 1)]
         try:
             worker()                                           # this thread works too
@@ -202,7 +204,8 @@ ROW_CHUNK_BYTES = 1 << 17          # a band of rows per array: 128 KB, so a laye
 def run_rows(work: Callable[[slice], None], n_rows: int, row_bytes: int, threads: int | None = None,
              chunk_bytes: int = ROW_CHUNK_BYTES) -> None:
     """Call work(rows) for bands of rows (slices) covering range(n_rows), each about `chunk_bytes`,
-    on minibort's threads; on one thread when there are fewer than four bands' worth of work.
+    on minibort's threads; on one thread when there are fewer than four bands' worth of work. The
+    work must not call BLAS (BLAS keeps its threads here).
 
     For elementwise and row-wise layers: an element's arithmetic does not depend on the band it is
     in, so the result is the one a single pass over all rows gives, bit for bit.
@@ -211,7 +214,7 @@ def run_rows(work: Callable[[slice], None], n_rows: int, row_bytes: int, threads
     bands = [slice(i, min(i + step, n_rows)) for i in range(0, n_rows, step)]
     if threads is None and n_rows * row_bytes < 4 * chunk_bytes:
         threads = 1
-    run_blocks(work, bands, threads)
+    run_blocks(work, bands, threads, blas_inside=False)
 
 
 if os.environ.get(ENV):            # the knob holds from import on, for BLAS's products too
