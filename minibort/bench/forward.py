@@ -8,7 +8,7 @@ from this same run. GFLOP/s counts the matrix products (2 * m * n * k each), nea
 arithmetic. PyTorch runs in a child process afterwards, with --threads threads and glibc's default
 malloc settings (minibort tunes them for its own process; PyTorch users get the defaults); its
 OpenMP threads keep spinning for a while after each call and would steal a core from minibort if
-the two were interleaved. minibort uses MINIBORT_NUM_THREADS threads (default: all CPUs available;
+the two were interleaved. minibort uses MINIBORT_NUM_THREADS threads (default: as many as BLAS;
 see minibort/_threads.py). Without torch and transformers, or with --no-torch, it times minibort alone.
 
 Also timed: one layer's T x T attention alone (scores, softmax, context; no projections) at the

@@ -5,7 +5,7 @@ transformers' default attention (SDPA) and with its eager attention, on the same
                                       [--no-memory] [--no-profile] [--no-torch] [--batch BxT]
 
 Two steps, float32, AdamW (weight decay 0.01) on both sides, torch.set_num_threads(--threads),
-minibort on MINIBORT_NUM_THREADS threads (default: all CPUs available; minibort/_threads.py):
+minibort on MINIBORT_NUM_THREADS threads (default: as many as BLAS; minibort/_threads.py):
 
   mlm   Bort size (4 x 1024, FFN 768, V 50265), masked-LM pretraining step, batch 8 x 128, 15 % of
         positions labelled, dropout 0.1. PyTorch's BertForMaskedLM computes all B*T*V logits,
