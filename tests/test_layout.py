@@ -23,7 +23,7 @@ LAYERS = [
     ["data", "metrics", "bow"],
     ["finetune"],
     ["generate"],
-    ["neighbours", "grids", "agora"],
+    ["neighbours", "grids", "agora_models", "agora"],
     ["download", "tutorials"],
     ["__init__", "__main__"],
 ]
