@@ -275,8 +275,8 @@ def softmax(x: np.ndarray, axis: int = -1, inplace: bool = False):
     inplace=True overwrites x (attention's scores, a temporary of its own): at 8 x 512 tokens the
     scores are 67 MB, and a fresh array that size costs more in page faults than the exp itself.
     """
-    y = x if inplace else x.copy()
-    y -= x.max(axis=axis, keepdims=True)
+    m = x.max(axis=axis, keepdims=True)                            # (..., 1)
+    y = np.subtract(x, m, out=x if inplace else None)               # x - max: one pass, no copy first
     np.exp(y, out=y)
     y /= y.sum(axis=axis, keepdims=True)
     return y, y
