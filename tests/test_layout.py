@@ -20,7 +20,7 @@ LAYERS = [
     ["model"],
     ["optim", "trainer"],
     ["corpus", "pretrain"],
-    ["data", "metrics", "bow"],
+    ["data", "metrics", "bow", "batches"],
     ["finetune"],
     ["generate"],
     ["neighbours", "grids", "agora_models", "agora"],
