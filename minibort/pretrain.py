@@ -438,7 +438,7 @@ def initial_model(cfg: PretrainConfig, vocab_size: int, pad_token_id: int) -> tu
     values), so that training.json's config describes the model; dropout comes from the run's flags.
     """
     want = cfg.model_config(vocab_size, pad_token_id)
-    model = BortForMaskedLM.from_pretrained(cfg.init, dtype=np.float32,
+    model = BortForMaskedLM.from_pretrained(cfg.init, dtype=np.float32, mmap=False,   # never a view of the file
                                             hidden_dropout_prob=want.hidden_dropout_prob,
                                             attention_probs_dropout_prob=want.attention_probs_dropout_prob)
     for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
@@ -542,7 +542,7 @@ def _pretrain(cfg: PretrainConfig, argv: list[str] | None) -> dict:
     digests = {"corpus_sha256": record["sha256"], "tokenizer_sha256": tokenizer_digest(tok)}
     teacher = None
     if cfg.teacher:
-        teacher = BortForMaskedLM.from_pretrained(cfg.teacher).eval()
+        teacher = BortForMaskedLM.from_pretrained(cfg.teacher, mmap=False).eval()   # read once, in memory
         if teacher.config.vocab_size != sp.vocab_size:
             raise TrainingError(f"the teacher's vocabulary ({teacher.config.vocab_size}) is not the "
                                 f"student's ({sp.vocab_size}); distillation needs the same tokenizer")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import mmap
 import os
 import subprocess
 import sys
@@ -198,6 +199,14 @@ def test_flags_override_the_config():
     assert cfg.batch_size == P.PretrainConfig().batch_size
 
 
+def _maps_a_file(a: np.ndarray) -> bool:
+    while a is not None:
+        if isinstance(a, (np.memmap, mmap.mmap)):
+            return True
+        a = getattr(a, "base", None)
+    return False
+
+
 def test_init_starts_from_a_model_folder_and_refuses_another_shape(tmp_path):
     seqs = toy_sequences()
     cfg = P.PretrainConfig(**TINY, steps=3, eval_every=0, checkpoint_every=0)
@@ -205,6 +214,7 @@ def test_init_starts_from_a_model_folder_and_refuses_another_shape(tmp_path):
     trained.run(log=lambda m: None)
     trained.model.save_pretrained(tmp_path / "m")
     model, record = P.initial_model(dataclasses.replace(cfg, init=str(tmp_path / "m")), SP.vocab_size, SP.pad)
+    assert not any(_maps_a_file(v) for v in model.params.values())      # a long run never reads a mapped file
     assert all(np.array_equal(model.params[k], trained.model.params[k]) for k in trained.model.params)
     assert record["model"] == str(tmp_path / "m") and len(record["model_safetensors_sha256"]) == 64
     assert model.config.hidden_dropout_prob == cfg.hidden_dropout_prob
