@@ -22,11 +22,7 @@ import numpy as np
 from . import layers as L
 from ._memory import keep_freed_memory
 from .config import BortConfig
-
-
-class InputError(ValueError):
-    """The model was called with ids or a mask it cannot use."""
-
+from .inputs import InputError, check_inputs, check_memory, estimate_memory, memory_limit  # noqa: F401
 
 # ------------------------------------------------------------------------------------ parameter names
 
@@ -101,103 +97,6 @@ def init_params(shapes: dict, config: BortConfig, dtype, rng: np.random.Generato
         if name.endswith("word_embeddings.weight") and config.pad_token_id is not None:
             params[name][config.pad_token_id] = 0
     return params
-
-
-# ------------------------------------------------------------------------------------ input checks
-
-
-def check_inputs(input_ids, attention_mask, config: BortConfig):
-    """Validate and normalise ids and mask to (B, T) int64 arrays. Returns (ids, mask, was_1d)."""
-    ids = np.asarray(input_ids)
-    if ids.dtype == object or not np.issubdtype(ids.dtype, np.integer):
-        raise InputError(f"input_ids must be an integer array, got dtype {ids.dtype}; "
-                         "pass token ids (e.g. from Tokenizer), not text or floats")
-    was_1d = ids.ndim == 1
-    if was_1d:
-        ids = ids[None, :]
-    if ids.ndim != 2:
-        raise InputError(f"input_ids must have shape (B, T) or (T,), got {ids.shape}")
-    B, T = ids.shape
-    if B == 0 or T == 0:
-        raise InputError(f"input_ids is empty (shape {ids.shape}); give at least one token")
-    if T > config.max_position_embeddings:
-        raise InputError(f"sequence length {T} exceeds max_position_embeddings "
-                         f"({config.max_position_embeddings}); truncate the input")
-    lo, hi = int(ids.min()), int(ids.max())
-    if lo < 0 or hi >= config.vocab_size:
-        bad = lo if lo < 0 else hi
-        raise InputError(f"input_ids holds {bad}, outside the vocabulary [0, {config.vocab_size})")
-    if attention_mask is None:
-        mask = np.ones((B, T), dtype=np.int64)
-    else:
-        mask = np.asarray(attention_mask)
-        if was_1d and mask.ndim == 1:
-            mask = mask[None, :]
-        if mask.shape != ids.shape:
-            raise InputError(f"attention_mask has shape {np.shape(attention_mask)} but input_ids has "
-                             f"{np.shape(input_ids)}; they must match")
-        if not (np.issubdtype(mask.dtype, np.integer) or mask.dtype == bool
-                or np.issubdtype(mask.dtype, np.floating)):
-            raise InputError(f"attention_mask must hold 0/1 values, got dtype {mask.dtype}")
-        bad = (mask != 0) & (mask != 1)                       # (B, T); NaN is neither, so it is caught
-        if bad.any():
-            where = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise InputError(f"attention_mask must hold 0/1 values (1 = a real token, 0 = padding), got "
-                             f"{mask[where]} at {where}; build it as (input_ids != pad_token_id)")
-    return ids.astype(np.int64, copy=False), mask, was_1d
-
-
-# ------------------------------------------------------------------------------------ memory check
-
-MEMORY_FRACTION = 0.8              # of physical memory, unless MINIBORT_MEMORY_LIMIT says otherwise
-
-
-def memory_limit() -> int:
-    """Bytes one call may plan to use: MINIBORT_MEMORY_LIMIT (bytes, or with a K/M/G suffix; 0 = no
-    limit) if set, else MEMORY_FRACTION of the machine's physical memory (0 where it is unknown)."""
-    env = os.environ.get("MINIBORT_MEMORY_LIMIT", "").strip().upper()
-    if env:
-        scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(env[-1], 1)
-        try:
-            return int(float(env.rstrip("KMG")) * scale)
-        except ValueError:
-            raise InputError(f"MINIBORT_MEMORY_LIMIT={env!r} is not a size; give bytes or e.g. 8G") from None
-    try:
-        return int(MEMORY_FRACTION * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (AttributeError, ValueError, OSError):          # not a POSIX system: no estimate to compare
-        return 0
-
-
-def estimate_memory(config: BortConfig, B: int, T: int, dtype, logit_rows: int = 0,
-                    training: bool = False) -> int:
-    """Bytes held by the two arrays that grow fastest: attention scores (B, N, T, T) and logits (R, V).
-
-    Inference holds one encoder layer's attention probabilities at a time (counted twice, for the
-    temporaries around them); a training step keeps every layer's, and with dropout their mask, for
-    the backward. Logits count twice: the array and its softmax (or gradient). Weights and (B, T, H)
-    activations come on top, so this is a floor for the largest calls, not a total.
-    """
-    s = np.dtype(dtype).itemsize
-    attention = B * config.num_attention_heads * T * T * s                      # one (B, N, T, T) array
-    copies = 2
-    if training:
-        copies += config.num_hidden_layers * (2 if config.attention_probs_dropout_prob > 0 else 1)
-    return attention * copies + 2 * logit_rows * config.vocab_size * s
-
-
-def check_memory(config: BortConfig, shape: tuple[int, int], dtype, logit_rows: int = 0,
-                 training: bool = False) -> None:
-    """Refuse, before allocating, a call whose estimate exceeds `memory_limit()`, naming the fix."""
-    limit = memory_limit()
-    B, T = shape
-    need = estimate_memory(config, B, T, dtype, logit_rows, training)
-    if limit and need > limit:
-        raise InputError(
-            f"this call needs about {need / 2**30:.1f} GiB ({np.dtype(dtype).name}: attention {B} x "
-            f"{config.num_attention_heads} x {T}^2 per layer, logits {logit_rows} x {config.vocab_size}), "
-            f"more than the limit of {limit / 2**30:.1f} GiB; use a smaller batch or shorter sequences, "
-            "or positions= to compute logits only where you need them (the limit is "
-            f"{MEMORY_FRACTION:.0%} of physical memory; MINIBORT_MEMORY_LIMIT overrides it)")
 
 
 # ------------------------------------------------------------------------------------ the encoder
@@ -388,19 +287,13 @@ class _Bort:
     def _adapt_state_dict(self, sd: dict, shapes: dict, seed: int) -> dict[str, np.ndarray]:
         """Map a checkpoint's names onto this class's (adding or removing the `bert.` prefix),
         re-tie the decoder, check every shape, and initialise what the checkpoint lacks."""
+        from .checkpoint import clean_state_dict  # position_ids, the tied decoder: one rule
         renamed = {}
-        for k, v in sd.items():
-            if k.endswith("position_ids"):           # a buffer some checkpoints carry, not a weight
-                continue
+        for k, v in clean_state_dict(sd).items():
             base = k.removeprefix("bert.")
             if base.startswith(("embeddings.", "encoder.", "pooler.")):
                 k = self.prefix + base
             renamed[k] = v
-        # The decoder is tied to the word embeddings; a stored copy (random on the hub) is not used.
-        renamed.pop("cls.predictions.decoder.weight", None)
-        dec_bias = renamed.pop("cls.predictions.decoder.bias", None)
-        if "cls.predictions.bias" not in renamed and dec_bias is not None:
-            renamed["cls.predictions.bias"] = dec_bias
         params, missing = {}, []
         for name, shape in shapes.items():
             if name not in renamed:
@@ -485,12 +378,15 @@ class _Bort:
 
     # -------------------------------------------------------------- loading and saving
     @classmethod
-    def from_pretrained(cls, path_or_repo_id: str | os.PathLike, revision: str = "main", dtype=np.float32,
-                        **config_overrides):
-        """Load from a local folder (config.json + model.safetensors / pytorch_model.bin / bort.params)
-        or a hub id such as "amazon/bort" (downloaded once into the cache)."""
+    def from_pretrained(cls, name_or_path: str | os.PathLike, revision: str = "main", dtype=np.float32,
+                        mmap: bool = True, **config_overrides):
+        """Load "bort-tiny" (embedded), a folder (config.json + model.safetensors / pytorch_model.bin,
+        or the original bort.params) or a hub id such as "amazon/bort" (downloaded once into the
+        cache); see `minibort.checkpoint.resolve`. Float32 safetensors are memory-mapped and used
+        without a copy; `mmap=False` reads them into memory, for a long-running process whose file may
+        be replaced on disk."""
         from .checkpoint import load_pretrained
-        config, state_dict = load_pretrained(os.fspath(path_or_repo_id), revision=revision, dtype=dtype)
+        config, state_dict = load_pretrained(name_or_path, revision=revision, dtype=dtype, mmap=mmap)
         if config_overrides:
             d = config.to_dict()
             d.update(config_overrides)
@@ -691,11 +587,12 @@ class BortForSequenceClassification(_Bort):
     def _head_backward(self, dlogits: np.ndarray, cache, grads: dict) -> np.ndarray:
         """(B, C) d(logits) -> (B, H) d(h[:, 0]); writes the head's parameter gradients into grads."""
         c_d0, c_p, c_t, c_d, c_c = cache
-        dd, grads["classifier.weight"], grads["classifier.bias"] = L.linear_backward(dlogits, c_c)  # (B, H)
-        dpooled = L.tanh_backward(L.dropout_backward(dd, c_d), c_t)                # (B, H)
-        dx, grads["bert.pooler.dense.weight"], grads["bert.pooler.dense.bias"] = \
-            L.linear_backward(dpooled, c_p)                                       # (B, H)
-        return dx if c_d0 is None else L.dropout_backward(dx, c_d0)
+        dd, dw, db = L.linear_backward(dlogits, c_c)           # logits = linear(d)        (B, C) -> (B, H)
+        _put(grads, "classifier", dw, db)
+        dpooled = L.tanh_backward(L.dropout_backward(dd, c_d), c_t)  # d = dropout(tanh(pooled))  (B, H)
+        dx, dw, db = L.linear_backward(dpooled, c_p)           # pooled = linear(x)        (B, H) -> (B, H)
+        _put(grads, "bert.pooler.dense", dw, db)
+        return dx if c_d0 is None else L.dropout_backward(dx, c_d0)   # x = dropout(h[:, 0])  (B, H)
 
     def __call__(self, input_ids, attention_mask=None):
         """(B, T) ids -> (B, C) logits ((C,) for 1-D ids)."""

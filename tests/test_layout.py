@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "minibort"
 # The reading order, lowest first. A module may import only modules of its own or an earlier row.
 LAYERS = [
     ["_files", "_memory", "_threads", "_watchdog"],
-    ["layers", "config"],
+    ["layers", "config", "inputs"],
     ["formats", "formats.common", "formats.safetensors", "formats.torch_zip", "formats.mxnet"],
     ["hub"],
     ["checkpoint"],
