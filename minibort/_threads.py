@@ -198,6 +198,32 @@ def run_blocks(work: Callable[[object], None], blocks: Sequence, threads: int | 
                 f.result()
 
 
+GEMM_BAND_ROWS = 128               # rows of the left operand per band of a product
+
+
+def matmul(a, b, out=None):
+    """a @ b for 2-D arrays, in bands of GEMM_BAND_ROWS rows of a shared out over minibort's threads
+    (each band one BLAS call on one thread), when there are threads and at least two bands; else a
+    single BLAS call with BLAS's own threads. The numbers agree with the single call's to rounding
+    (the last bit or two: OpenBLAS picks its kernels and splits by a product's size); the bands are
+    fixed, so they do not depend on the thread count, once it is above one.
+
+    Why not leave it to BLAS's threads: they split every product in fixed shares and wait for each
+    other at the end, so one descheduled thread holds up the product (on a machine where another
+    process is busy, every product). A band goes to whichever thread is free.
+    """
+    import numpy as np
+    M = a.shape[0]
+    threads = num_threads()
+    if threads <= 1 or M < 2 * GEMM_BAND_ROWS:
+        return np.matmul(a, b, out=out)
+    if out is None:
+        out = np.empty((M, b.shape[1]), dtype=np.result_type(a, b))
+    bands = [slice(i, min(i + GEMM_BAND_ROWS, M)) for i in range(0, M, GEMM_BAND_ROWS)]
+    run_blocks(lambda r: np.matmul(a[r], b, out=out[r]), bands, threads)
+    return out
+
+
 ROW_CHUNK_BYTES = 1 << 17          # a band of rows per array: 128 KB, so a layer's few arrays fit in L2
 
 
