@@ -5,11 +5,12 @@ NumPy runs its elementwise operations (exp, max, sum, ...) on one core; only the
 which then wait for each other at a barrier: when another process holds one of the cores, every
 product waits for the descheduled thread, and a model made of many small products slows 5-20x.
 
-So where minibort has many independent blocks of work (the blocks of attention, `layers.attention`),
-it hands them to its own threads instead: each thread takes the next block when it is free (a slow
-or descheduled thread simply takes fewer), and BLAS is held to one thread meanwhile so the two kinds
-of threads do not compete. NumPy releases Python's GIL inside its loops and BLAS calls, so the
-threads do run at the same time.
+So minibort cuts its work into independent blocks and hands them to its own threads: the blocks of
+attention (`layers.attention`), bands of rows of the linear layers' products (`matmul`) and of
+LayerNorm and GELU (`run_rows`). Each thread takes the next block when it is free (a slow or
+descheduled thread simply takes fewer), and BLAS is held to one thread meanwhile so the two kinds of
+threads do not compete. NumPy releases Python's GIL inside its loops and BLAS calls, so the threads
+do run at the same time, and the elementwise work, which NumPy runs on one core, gets them all.
 
 The knob: MINIBORT_NUM_THREADS=n in the environment (applied when minibort.layers is imported), or
 `set_num_threads(n)` at any time, sets both minibort's thread count and BLAS's. Without it, minibort
