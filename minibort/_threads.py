@@ -200,28 +200,35 @@ def run_blocks(work: Callable[[object], None], blocks: Sequence, threads: int | 
 
 
 GEMM_BAND_ROWS = 128               # rows of the left operand per band of a product
+GEMM_BAND_COLS = 256               # or, for a product with few rows, columns of the right operand
 
 
 def matmul(a, b, out=None):
-    """a @ b for 2-D arrays, in bands of GEMM_BAND_ROWS rows of a shared out over minibort's threads
-    (each band one BLAS call on one thread), when there are threads and at least two bands; else a
-    single BLAS call with BLAS's own threads. The numbers agree with the single call's to rounding
-    (the last bit or two: OpenBLAS picks its kernels and splits by a product's size); the bands are
-    fixed, so they do not depend on the thread count, once it is above one.
+    """a @ b for 2-D arrays, shared out over minibort's threads in bands, each band one BLAS call on
+    one thread: bands of GEMM_BAND_ROWS rows of a, or, when a has too few rows for two bands (the
+    MLM decoder's few labelled rows against 50265 words), bands of GEMM_BAND_COLS columns of b.
+    Without threads, or for a product too small for two bands, a single BLAS call with BLAS's own
+    threads. The numbers agree with the single call's to rounding (the last bit or two: OpenBLAS
+    picks its kernels and splits by a product's size); the bands are fixed, so they do not depend
+    on the thread count, once it is above one.
 
     Why not leave it to BLAS's threads: they split every product in fixed shares and wait for each
     other at the end, so one descheduled thread holds up the product (on a machine where another
     process is busy, every product). A band goes to whichever thread is free.
     """
     import numpy as np
-    M = a.shape[0]
+    M, N = a.shape[0], b.shape[1]
     threads = num_threads()
-    if threads <= 1 or M < 2 * GEMM_BAND_ROWS:
+    if threads <= 1 or (M < 2 * GEMM_BAND_ROWS and N < 2 * GEMM_BAND_COLS):
         return np.matmul(a, b, out=out)
     if out is None:
-        out = np.empty((M, b.shape[1]), dtype=np.result_type(a, b))
-    bands = [slice(i, min(i + GEMM_BAND_ROWS, M)) for i in range(0, M, GEMM_BAND_ROWS)]
-    run_blocks(lambda r: np.matmul(a[r], b, out=out[r]), bands, threads)
+        out = np.empty((M, N), dtype=np.result_type(a, b))
+    if M >= 2 * GEMM_BAND_ROWS:
+        bands = [slice(i, min(i + GEMM_BAND_ROWS, M)) for i in range(0, M, GEMM_BAND_ROWS)]
+        run_blocks(lambda r: np.matmul(a[r], b, out=out[r]), bands, threads)
+    else:
+        bands = [slice(j, min(j + GEMM_BAND_COLS, N)) for j in range(0, N, GEMM_BAND_COLS)]
+        run_blocks(lambda c: np.matmul(a, b[:, c], out=out[:, c]), bands, threads)
     return out
 
 

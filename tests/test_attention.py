@@ -308,7 +308,7 @@ def test_run_rows_covers_every_row_once():
 def test_matmul_in_bands_of_rows(dtype, two_threads):
     """Bands of rows on two threads: the single BLAS call's numbers to rounding (measured: 5e-15 in
     float64, 6e-6 in float32, on values up to ~25), the same bits whatever the thread count above one;
-    shapes too small for two bands go to BLAS whole."""
+    a product with few rows is cut into bands of columns; one too small for two bands goes to BLAS whole."""
     rng = np.random.default_rng(0)
     a = rng.standard_normal((5 * T.GEMM_BAND_ROWS + 3, 40)).astype(dtype)   # 6 bands, the last 3 rows
     W = rng.standard_normal((24, 40)).astype(dtype)
@@ -320,6 +320,10 @@ def test_matmul_in_bands_of_rows(dtype, two_threads):
     np.testing.assert_array_equal(T.matmul(a, W.T), got)
     out = np.empty_like(want)
     assert T.matmul(a, W.T, out=out) is out
-    small = a[:T.GEMM_BAND_ROWS]
-    np.testing.assert_array_equal(T.matmul(small, W.T), small @ W.T)
+    few_rows = a[:T.GEMM_BAND_ROWS]                                  # bands of columns instead
+    wide = rng.standard_normal((40, 3 * T.GEMM_BAND_COLS + 5)).astype(dtype)
+    close(f"banded {np.dtype(dtype).name} product, column bands", T.matmul(few_rows, wide),
+          few_rows @ wide, 1e-12 if dtype == np.float64 else 2e-5)
+    small = a[:T.GEMM_BAND_ROWS, :8]
+    np.testing.assert_array_equal(T.matmul(small, W.T[:8]), small @ W.T[:8])   # too small: BLAS whole
 
