@@ -33,6 +33,8 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
+
 ENV = "MINIBORT_NUM_THREADS"
 
 _lock = threading.Lock()
@@ -49,7 +51,6 @@ def _find_blas():
              ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
              ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
              ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads")]
-    import numpy  # noqa: F401  (loads the BLAS this looks for)
     paths = []
     try:
         with open("/proc/self/maps") as f:                     # Linux: the shared libraries loaded
@@ -181,7 +182,7 @@ def run_blocks(work: Callable[[object], None], blocks: Sequence, threads: int | 
     is held to one thread meanwhile.
     """
     threads = min(num_threads() if threads is None else threads, len(blocks))
-    if threads <= 1:
+    if threads <= 1 or threading.current_thread().name.startswith("minibort"):   # inside a block: in turn
         for block in blocks:
             work(block)
         return
@@ -216,7 +217,6 @@ def matmul(a, b, out=None):
     other at the end, so one descheduled thread holds up the product (on a machine where another
     process is busy, every product). A band goes to whichever thread is free.
     """
-    import numpy as np
     M, N = a.shape[0], b.shape[1]
     threads = num_threads()
     if threads <= 1 or (M < 2 * GEMM_BAND_ROWS and N < 2 * GEMM_BAND_COLS):

@@ -195,6 +195,13 @@ def test_run_blocks_runs_every_block_once_and_passes_errors_on():
         T.run_blocks(fail, list(range(20)), threads=2)
 
 
+def test_blocks_inside_blocks_run_in_turn():
+    seen = []
+    T.run_blocks(lambda i: T.run_blocks(lambda j: seen.append((i, j)), [0, 1, 2], threads=2), [0, 1, 2, 3],
+                 threads=2)
+    assert sorted(seen) == [(i, j) for i in range(4) for j in range(3)]
+
+
 def test_blas_threads_are_restored_after_the_blocks():
     before = T.blas_threads()
     if before is None:
