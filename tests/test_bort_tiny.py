@@ -8,7 +8,8 @@ these tests recompute both from the shipped files.
 
     python tests/test_bort_tiny.py [MODEL_DIR ...]      # the probe table for any model folders
     python tests/test_bort_tiny.py --record weights/bort-tiny runs/bort-tiny-v1 runs/corpus \\
-        runs/bort-tiny-v2/tokens-88938238f90528f7.npz     # how bort-tiny v2's record was completed
+        runs/bort-tiny-v2/tokens-88938238f90528f7.npz runs/bort-tiny-v2/checkpoint.npz
+                                                        # how bort-tiny v2's record was completed
 """
 
 from __future__ import annotations
@@ -120,11 +121,11 @@ def table(folders: list[str]) -> dict[str, list[dict]]:
     return results
 
 
-def record(folder: str, v1_folder: str, corpus_dir: str, tokens: str) -> None:
+def record(folder: str, v1_folder: str, corpus_dir: str, tokens: str, checkpoint: str = "") -> None:
     """Add to FOLDER/training.json what the run itself does not record: the corpus sources (from
     CORPUS_DIR/corpus.json), the result on the v1 held-out masks (copied in as heldout_eval_v1.npz)
     with baselines from this run's training tokens (TOKENS, the run's token cache), and the probes,
-    beside the v1 model's."""
+    beside the v1 model's; and from the run's CHECKPOINT, any changes of its schedule."""
     import shutil
 
     from minibort import BortForMaskedLM
@@ -162,6 +163,15 @@ def record(folder: str, v1_folder: str, corpus_dir: str, tokens: str) -> None:
                      "rows": [{"expected": a["expected"], "rank": a["rank"], "top": a["top"],
                                "v1_rank": b["rank"], "v1_top": b["top"]}
                               for a, b in zip(rows[folder], rows[v1_folder], strict=True)]}
+    if checkpoint:
+        with np.load(checkpoint) as z:
+            state = json.loads(bytes(z["meta"]).decode("utf-8"))["state"]
+        if state.get("schedule_changes"):
+            rec["schedule_changes"] = {
+                "changes": state["schedule_changes"],
+                "about": "the run was stopped, the checkpoint's `steps` edited and the run resumed with the "
+                         "new --steps, so the learning rate's linear decay was re-aimed at a new end (the "
+                         "shared machine's speed changed); `command` is the last invocation"}
     write_text_atomic(os.path.join(folder, "training.json"), json.dumps(rec, indent=1) + "\n")
     os.chmod(os.path.join(folder, "heldout_eval_v1.npz"), 0o644)
 
@@ -170,7 +180,7 @@ if __name__ == "__main__":
     import argparse
     ap = argparse.ArgumentParser(description="bort-tiny's probe table; --record adds results to training.json")
     ap.add_argument("folders", nargs="*", help="model folders (default: the shipped bort-tiny)")
-    ap.add_argument("--record", nargs=4, metavar=("FOLDER", "V1_FOLDER", "CORPUS_DIR", "TOKENS_NPZ"))
+    ap.add_argument("--record", nargs=5, metavar=("FOLDER", "V1_FOLDER", "CORPUS_DIR", "TOKENS_NPZ", "CHECKPOINT"))
     args = ap.parse_args()
     if args.record:
         record(*args.record)
