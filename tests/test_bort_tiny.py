@@ -97,9 +97,13 @@ def test_v1_heldout_masks_give_the_recorded_accuracy(shipped):
         ev = {k: z[k] for k in z.files}
     r = evaluate(model, ev)
     print(f"v1 held-out masks: accuracy {r['accuracy']:.4f}, perplexity {r['perplexity']:.2f}")
-    assert r["masked_tokens"] == record["heldout_v1_masks"]["masked_tokens"]
-    assert abs(r["accuracy"] - record["heldout_v1_masks"]["accuracy"]) < 1e-9
-    assert abs(r["perplexity"] - record["heldout_v1_masks"]["perplexity"]) < 1e-6 * r["perplexity"]
+    want = record["heldout_v1_masks"]
+    n = want["masked_tokens"]
+    assert r["masked_tokens"] == n
+    # as test_pretrain's check of the shipped record: float rounding may flip one argmax in a thousand
+    assert abs(r["accuracy"] - want["accuracy"]) <= max(1, n // 1000) / n
+    assert r["perplexity"] == pytest.approx(want["perplexity"], rel=1e-5)
+    assert r["accuracy"] > want["baselines"]["most_frequent"]["accuracy"]
 
 
 def table(folders: list[str]) -> dict[str, list[dict]]:
