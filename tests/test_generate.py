@@ -207,3 +207,22 @@ def test_cli_original_release_folder_restores_its_mlm_head(tmp_path):
     out = json.loads(r.stdout)
     assert out["masks"][0]["candidates"][0]["probability"] == pytest.approx(
         float(G.softmax64(logits)[out["masks"][0]["candidates"][0]["token_id"]]), abs=1e-6)
+
+
+def test_cli_non_utf8_stdin_is_a_clear_error():
+    r = subprocess.run([sys.executable, "-m", "minibort.generate"], input=b"caf\xe9 <mask>\n",
+                       capture_output=True, timeout=60, check=False)
+    err = r.stderr.decode()
+    assert r.returncode == 2 and err.startswith("error: ") and "not UTF-8" in err
+    assert "Traceback" not in err
+
+
+def test_top_k_beyond_the_vocabulary_lists_only_ordinary_tokens_in_order(loaded):
+    model, tok = loaded
+    ids = tok.encode("Return the <mask> of items in the list.")
+    r = G.fill_masks(model, tok, ids, top_k=10 * tok.vocab_size)
+    cands = r["masks"][0]["candidates"]
+    assert len(cands) == tok.vocab_size - len(tok.all_special_ids)
+    assert not {c["token_id"] for c in cands} & set(tok.all_special_ids)
+    probs = [c["probability"] for c in cands]
+    assert probs == sorted(probs, reverse=True)
