@@ -102,13 +102,15 @@ def init_params(shapes: dict, config: BortConfig, dtype, rng: np.random.Generato
 # ------------------------------------------------------------------------------------ the encoder
 
 
-def encoder_layer(P: dict, pre: str, cfg: BortConfig, x: np.ndarray, mask_bias: np.ndarray, rng):
+def encoder_layer(P: dict, pre: str, cfg: BortConfig, x: np.ndarray, mask_bias: np.ndarray, rng,
+                  keep_probs: bool = True):
     """One post-LN block: (B, T, H) -> (B, T, H), with the cache its backward reads."""
     ctx, probs, c_att = L.self_attention(
         x, P[pre + "attention.self.query.weight"], P[pre + "attention.self.query.bias"],
         P[pre + "attention.self.key.weight"], P[pre + "attention.self.key.bias"],
         P[pre + "attention.self.value.weight"], P[pre + "attention.self.value.bias"],
-        mask_bias, cfg.num_attention_heads, cfg.attention_probs_dropout_prob, rng)   # (B, T, H)
+        mask_bias, cfg.num_attention_heads, cfg.attention_probs_dropout_prob, rng,
+        keep_probs=keep_probs)               # (B, T, H); without keep_probs no (B, N, T, T) array is kept
     a, c_ao = L.linear(ctx, P[pre + "attention.output.dense.weight"],
                        P[pre + "attention.output.dense.bias"])                     # (B, T, H)
     a, c_ad = L.dropout(a, cfg.hidden_dropout_prob, rng)                           # (B, T, H)
@@ -181,7 +183,8 @@ def encoder_forward(P: dict, pre: str, cfg: BortConfig, ids: np.ndarray, mask: n
     inter = {"embedding_output": x} if want_intermediates else None
     caches = []
     for i in range(cfg.num_hidden_layers):
-        x, c, layer_inter = encoder_layer(P, f"{pre}encoder.layer.{i}.", cfg, x, mask_bias, rng)
+        x, c, layer_inter = encoder_layer(P, f"{pre}encoder.layer.{i}.", cfg, x, mask_bias, rng,
+                                          keep_probs=keep_cache or want_intermediates)
         if keep_cache:
             caches.append(c)
         del c
