@@ -253,17 +253,25 @@ def _batch_arg(text: str) -> tuple[int, int]:
     return B, T
 
 
-def run_case(case: str, args, out: Output, have_torch: bool) -> dict:
+def memory_row(case: str, args, out: Output, have_torch: bool) -> dict:
+    """Peak memory of each side's step in fresh processes; run before this process grows (a child
+    inherits its parent's peak RSS)."""
     B, T = args.batch or CASES[case][1]
     label = f"{CASES[case][2]} {B}x{T}"
     row: dict = {"case": label}
-    if not args.no_memory:                          # first, while this process is still small
-        for which in ["minibort"] + (["torch"] if have_torch else []):
-            m = measure_memory(which, case, B, T, args.threads)
-            row[f"{which}_peak_mb"] = m["peak_mb"]
-            row[f"{which}_baseline_mb"] = m["baseline_rss_mb"]
-            out(f"{label}: {which:8s} peak RSS {m['peak_mb']:7.0f} MB; after imports + weights "
-                f"{m['baseline_rss_mb']:6.0f} MB")
+    for which in ["minibort"] + (["torch"] if have_torch else []):
+        m = measure_memory(which, case, B, T, args.threads)
+        row[f"{which}_peak_mb"] = m["peak_mb"]
+        row[f"{which}_baseline_mb"] = m["baseline_rss_mb"]
+        out(f"{label}: {which:8s} peak RSS {m['peak_mb']:7.0f} MB; after imports + weights "
+            f"{m['baseline_rss_mb']:6.0f} MB")
+    return row
+
+
+def run_case(case: str, args, out: Output, have_torch: bool, row: dict) -> dict:
+    B, T = args.batch or CASES[case][1]
+    label = f"{CASES[case][2]} {B}x{T}"
+    row["case"] = label
     cfg, params, data = setup(case, B, T)
     step, model, opt = minibort_step_fn(case, cfg, params, data)
     steps = {"minibort": step}
@@ -327,7 +335,8 @@ def main(argv=None) -> dict:
         except ImportError:
             out("torch/transformers not installed: timing minibort alone")
     info = machine(args.threads)
-    rows = [run_case(case, args, out, have_torch) for case in args.case]
+    memory = {case: ({} if args.no_memory else memory_row(case, args, out, have_torch)) for case in args.case}
+    rows = [run_case(case, args, out, have_torch, memory[case]) for case in args.case]
     info["load_average_end"] = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
     out("\n" + machine_line(info) + f"; load average at the end {info['load_average_end']}\n")
     out(markdown_table(["step", "minibort (s)", "SDPA (s)", "eager (s)", "vs SDPA", "vs eager"],
