@@ -202,14 +202,15 @@ def run_blocks(work: Callable[[object], None], blocks: Sequence, threads: int | 
 
 GEMM_BAND_ROWS = 128               # rows of the left operand per band of a product
 GEMM_BAND_COLS = 256               # or, for a product with few rows, columns of the right operand
+GEMM_BANDS_MIN = 1 << 28           # multiply-adds below which BLAS's own threads did better (bort-tiny's)
 
 
 def matmul(a, b, out=None):
     """a @ b for 2-D arrays, shared out over minibort's threads in bands, each band one BLAS call on
     one thread: bands of GEMM_BAND_ROWS rows of a, or, when a has too few rows for two bands (the
     MLM decoder's few labelled rows against 50265 words), bands of GEMM_BAND_COLS columns of b.
-    Without threads, or for a product too small for two bands, a single BLAS call with BLAS's own
-    threads. The numbers agree with the single call's to rounding (the last bit or two: OpenBLAS
+    Without threads, or for a product too small for two bands or below GEMM_BANDS_MIN multiply-adds,
+    a single BLAS call with BLAS's own threads. The numbers agree with the single call's to rounding (the last bit or two: OpenBLAS
     picks its kernels and splits by a product's size); the bands are fixed, so they do not depend
     on the thread count, once it is above one.
 
@@ -219,7 +220,7 @@ def matmul(a, b, out=None):
     """
     M, N = a.shape[0], b.shape[1]
     threads = num_threads()
-    if threads <= 1 or (M < 2 * GEMM_BAND_ROWS and N < 2 * GEMM_BAND_COLS):
+    if threads <= 1 or (M < 2 * GEMM_BAND_ROWS and N < 2 * GEMM_BAND_COLS) or M * N * a.shape[1] < GEMM_BANDS_MIN:
         return np.matmul(a, b, out=out)
     if out is None:
         out = np.empty((M, N), dtype=np.result_type(a, b))
