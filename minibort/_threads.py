@@ -6,8 +6,9 @@ which then wait for each other at a barrier: when another process holds one of t
 product waits for the descheduled thread, and a model made of many small products slows 5-20x.
 
 So minibort cuts its work into independent blocks and hands them to its own threads: the blocks of
-attention (`layers.attention`), bands of rows of the linear layers' products (`matmul`) and of
-LayerNorm and GELU (`run_rows`). Each thread takes the next block when it is free (a slow or
+attention (`layers.attention`) and bands of rows of LayerNorm and GELU (`run_rows`). (Not the linear
+layers' large products: NumPy's OpenBLAS runs concurrent calls one after another, so bands of a
+product on two threads measured no faster than one thread, and half as fast as OpenBLAS's own two.) Each thread takes the next block when it is free (a slow or
 descheduled thread simply takes fewer), and BLAS is held to one thread meanwhile so the two kinds of
 threads do not compete. NumPy releases Python's GIL inside its loops and BLAS calls, so the threads
 do run at the same time, and the elementwise work, which NumPy runs on one core, gets them all.
@@ -33,7 +34,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
+import numpy  # noqa: F401  (loads the BLAS that _find_blas looks for among the libraries)
 
 ENV = "MINIBORT_NUM_THREADS"
 
@@ -198,39 +199,6 @@ def run_blocks(work: Callable[[object], None], blocks: Sequence, threads: int | 
         finally:
             for f in futures:
                 f.result()
-
-
-GEMM_BAND_ROWS = 128               # rows of the left operand per band of a product
-GEMM_BAND_COLS = 256               # or, for a product with few rows, columns of the right operand
-GEMM_BANDS_MIN = 1 << 28           # multiply-adds below which BLAS's own threads did better (bort-tiny's)
-
-
-def matmul(a, b, out=None):
-    """a @ b for 2-D arrays, shared out over minibort's threads in bands, each band one BLAS call on
-    one thread: bands of GEMM_BAND_ROWS rows of a, or, when a has too few rows for two bands (the
-    MLM decoder's few labelled rows against 50265 words), bands of GEMM_BAND_COLS columns of b.
-    Without threads, or for a product too small for two bands or below GEMM_BANDS_MIN multiply-adds,
-    a single BLAS call with BLAS's own threads. The numbers agree with the single call's to rounding (the last bit or two: OpenBLAS
-    picks its kernels and splits by a product's size); the bands are fixed, so they do not depend
-    on the thread count, once it is above one.
-
-    Why not leave it to BLAS's threads: they split every product in fixed shares and wait for each
-    other at the end, so one descheduled thread holds up the product (on a machine where another
-    process is busy, every product). A band goes to whichever thread is free.
-    """
-    M, N = a.shape[0], b.shape[1]
-    threads = num_threads()
-    if threads <= 1 or (M < 2 * GEMM_BAND_ROWS and N < 2 * GEMM_BAND_COLS) or M * N * a.shape[1] < GEMM_BANDS_MIN:
-        return np.matmul(a, b, out=out)
-    if out is None:
-        out = np.empty((M, N), dtype=np.result_type(a, b))
-    if M >= 2 * GEMM_BAND_ROWS:
-        bands = [slice(i, min(i + GEMM_BAND_ROWS, M)) for i in range(0, M, GEMM_BAND_ROWS)]
-        run_blocks(lambda r: np.matmul(a[r], b, out=out[r]), bands, threads)
-    else:
-        bands = [slice(j, min(j + GEMM_BAND_COLS, N)) for j in range(0, N, GEMM_BAND_COLS)]
-        run_blocks(lambda c: np.matmul(a, b[:, c], out=out[:, c]), bands, threads)
-    return out
 
 
 ROW_CHUNK_BYTES = 1 << 17          # a band of rows per array: 128 KB, so a layer's few arrays fit in L2

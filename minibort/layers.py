@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from ._threads import matmul, run_blocks, run_rows
+from ._threads import run_blocks, run_rows
 
 # ----------------------------------------------------------------------------------------- embedding
 
@@ -53,13 +53,10 @@ def embedding_backward(dy: np.ndarray, cache, padding_idx: int | None = None,
 # ----------------------------------------------------------------------------------------- linear
 
 
-# `matmul(a, b)` is a @ b, shared out over minibort's threads in bands of rows (minibort/_threads.py).
-
-
 def linear(x: np.ndarray, W: np.ndarray, b: np.ndarray | None):
     """y = x @ W.T + b: (..., in), (out, in), (out,) -> (..., out)."""
     x2 = x.reshape(-1, x.shape[-1])              # (R, in): one GEMM for all leading dims
-    y = matmul(x2, W.T)                          # x2 @ W.T; W.T is a view: BLAS reads it transposed
+    y = x2 @ W.T                                 # W.T is a view: BLAS reads it transposed, no copy
     if b is not None:
         y += b
     return y.reshape(*x.shape[:-1], W.shape[0]), (x, W)
@@ -70,8 +67,8 @@ def linear_backward(dy: np.ndarray, cache):
     x, W = cache
     dy2 = dy.reshape(-1, dy.shape[-1])           # (R, out), R = all leading dims flattened
     x2 = x.reshape(-1, x.shape[-1])              # (R, in)
-    dx = matmul(dy2, W).reshape(x.shape)         # (R, out) @ (out, in) -> (..., in)
-    dW = matmul(dy2.T, x2)                       # (out, R) @ (R, in) -> (out, in)
+    dx = (dy2 @ W).reshape(x.shape)              # (R, out) @ (out, in) -> (..., in)
+    dW = dy2.T @ x2                              # (out, R) @ (R, in) -> (out, in)
     db = dy2.sum(axis=0)                         # (out,)
     return dx, dW, db
 

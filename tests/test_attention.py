@@ -309,29 +309,3 @@ def test_run_rows_covers_every_row_once():
     bands = []
     T.run_rows(bands.append, 10, 10 ** 9)                          # a row bigger than a band: one row each
     assert len(bands) == 10
-
-
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_matmul_in_bands_of_rows(dtype, two_threads, monkeypatch):
-    """Bands of rows on two threads: the single BLAS call's numbers to rounding (measured: 5e-15 in
-    float64, 6e-6 in float32, on values up to ~25), the same bits whatever the thread count above one;
-    a product with few rows is cut into bands of columns; one too small for two bands goes to BLAS whole."""
-    monkeypatch.setattr(T, "GEMM_BANDS_MIN", 0)                     # small arrays, banded all the same
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((5 * T.GEMM_BAND_ROWS + 3, 40)).astype(dtype)   # 6 bands, the last 3 rows
-    W = rng.standard_normal((24, 40)).astype(dtype)
-    want = a @ W.T
-    got = T.matmul(a, W.T)
-    assert got.dtype == dtype and got.shape == want.shape
-    close(f"banded {np.dtype(dtype).name} product", got, want, 1e-12 if dtype == np.float64 else 2e-5)
-    T._state["threads"] = 3
-    np.testing.assert_array_equal(T.matmul(a, W.T), got)
-    out = np.empty_like(want)
-    assert T.matmul(a, W.T, out=out) is out
-    few_rows = a[:T.GEMM_BAND_ROWS]                                  # bands of columns instead
-    wide = rng.standard_normal((40, 3 * T.GEMM_BAND_COLS + 5)).astype(dtype)
-    close(f"banded {np.dtype(dtype).name} product, column bands", T.matmul(few_rows, wide),
-          few_rows @ wide, 1e-12 if dtype == np.float64 else 2e-5)
-    small = a[:T.GEMM_BAND_ROWS, :8]
-    np.testing.assert_array_equal(T.matmul(small, W.T[:8]), small @ W.T[:8])   # too small: BLAS whole
-
