@@ -31,6 +31,7 @@ import ctypes
 import itertools
 import os
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -137,8 +138,11 @@ def _parse_env() -> int | None:
     except ValueError:
         n = 0
     if n < 1:
-        raise ValueError(f"{ENV}={raw!r} is not a thread count; set it to a whole number >= 1 "
-                         f"(e.g. {ENV}=1 on a machine shared with other busy processes)")
+        # A warning, not an error: this runs inside any model call, deep in other programs, where an
+        # exception would surface as a traceback far from the setting that caused it.
+        warnings.warn(f"{ENV}={raw!r} is not a thread count, so it is ignored; set it to a whole number "
+                      f">= 1 (e.g. {ENV}=1 on a machine shared with other busy processes)", stacklevel=3)
+        return None
     return n
 
 

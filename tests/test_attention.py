@@ -239,8 +239,8 @@ def test_num_threads_knob(monkeypatch):
     try:
         monkeypatch.setenv(T.ENV, "none")
         T._state["threads"] = None
-        with pytest.raises(ValueError, match="MINIBORT_NUM_THREADS='none'.*whole number"):
-            T.num_threads()
+        with pytest.warns(UserWarning, match="MINIBORT_NUM_THREADS='none'.*ignored.*whole number"):
+            assert T.num_threads() >= 1                              # ignored: BLAS's count or the CPUs'
         monkeypatch.setenv(T.ENV, "1")
         T._state["threads"] = None
         assert T.num_threads() == 1
