@@ -32,10 +32,23 @@ from .config import BortConfig
 from .formats import file_kind
 from .formats.common import CheckpointError
 
-__all__ = ["GLUON_MLM_LAYER_NORM_EPS", "UNTRAINED_MLM_HEAD_KEY", "WEIGHT_FILES", "CheckpointError",
-           "EMBEDDED_MODELS", "clean_state_dict", "config_from_state_dict", "decoder_is_untied",
-           "embedded_dir", "find_weights", "gluon_to_transformers", "load_pretrained", "load_state_dict",
-           "resolve", "warn_untrained_mlm_head"]
+__all__ = [
+    "EMBEDDED_MODELS",
+    "GLUON_MLM_LAYER_NORM_EPS",
+    "UNTRAINED_MLM_HEAD_KEY",
+    "WEIGHT_FILES",
+    "CheckpointError",
+    "clean_state_dict",
+    "config_from_state_dict",
+    "decoder_is_untied",
+    "embedded_dir",
+    "find_weights",
+    "gluon_to_transformers",
+    "load_pretrained",
+    "load_state_dict",
+    "resolve",
+    "warn_untrained_mlm_head",
+]
 
 # --------------------------------------------------------------------------- the hub's MLM head
 _warned_mlm_head = False

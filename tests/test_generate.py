@@ -187,9 +187,8 @@ def test_cli_original_release_folder_restores_its_mlm_head(tmp_path):
     fixture = os.path.join(os.path.dirname(__file__), "fixtures", "gluon")
     if not os.path.exists(os.path.join(fixture, "bort.params")):
         pytest.skip("no gluon fixture")
-    from minibort import BortForMaskedLM
+    from minibort import BortForMaskedLM, train_bpe
     from minibort.corpus import normalise
-    from minibort import train_bpe
     folder = tmp_path / "original"
     folder.mkdir()
     shutil.copy(os.path.join(fixture, "bort.params"), folder / "bort.params")

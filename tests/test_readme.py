@@ -96,7 +96,7 @@ def shown_generate_runs() -> list[tuple[str, str]]:
     for lang, block in fenced_blocks(README):
         if lang:
             continue
-        for m in re.finditer(r"^\$ (python -m minibort\.generate .*)\n((?:(?!\$ ).*\n?)*)", block, re.M):
+        for m in re.finditer(r"^\$ (python -m minibort\.generate .*)\n((?:(?!\$ ).*\n?)*)", block, re.MULTILINE):
             runs.append((m.group(1), m.group(2).rstrip("\n")))
     return runs
 
