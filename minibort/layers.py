@@ -9,7 +9,8 @@ never lets widen an array (a `np.float64(...)` constant would silently turn floa
 
 Shape letters used throughout minibort:
     B = batch, T = tokens per sequence, H = hidden (model width), I = FFN ("intermediate") width,
-    V = vocabulary, N = attention heads, D = head width (H / N), M = positions that get MLM logits.
+    V = vocabulary, N = attention heads, D = head width (H / N), M = positions that get MLM logits,
+    Q = query rows when a layer computes only some positions (`self_attention`'s `rows`).
 Linear weights are stored as PyTorch stores them, (out, in): y = x @ W.T + b.
 """
 
@@ -391,16 +392,21 @@ ATTENTION_BLOCK_BYTES = 1 << 18        # scores per block: 256 KB, a quarter of 
 ATTENTION_THREADS_MIN_BYTES = 1 << 20  # below 1 MB of scores in all, one thread: starting more costs more
 
 
-def attention_blocks(B: int, N: int, T: int, itemsize: int, block_bytes: int = ATTENTION_BLOCK_BYTES):
-    """Yield (b, heads, rows) slices covering (B, N, T, T) in memory order, each about `block_bytes`."""
-    head_bytes = T * T * itemsize                                   # one head's (T, T) scores
+def attention_blocks(B: int, N: int, T: int, itemsize: int, block_bytes: int = ATTENTION_BLOCK_BYTES,
+                     Tk: int | None = None):
+    """Yield (b, heads, rows) slices covering (B, N, T, Tk) in memory order, each about `block_bytes`.
+
+    T is the number of queries, Tk the number of keys (default T; fewer queries than keys when a
+    layer is asked for some rows only, see `self_attention`'s `rows`)."""
+    Tk = T if Tk is None else Tk
+    head_bytes = T * Tk * itemsize                                  # one head's (T, Tk) scores
     if head_bytes <= block_bytes:                                   # whole heads, several at a time
         g = max(1, block_bytes // head_bytes)
         for b in range(B):
             for n in range(0, N, g):
                 yield b, slice(n, min(n + g, N)), slice(0, T)
     else:                                                           # one head, a band of query rows
-        r = max(1, block_bytes // (T * itemsize))
+        r = max(1, block_bytes // (Tk * itemsize))
         for b in range(B):
             for n in range(N):
                 for t in range(0, T, r):
@@ -412,12 +418,15 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask_bias: np.ndarray
               block_bytes: int = ATTENTION_BLOCK_BYTES, threads: int | None = None):
     """`attention_reference`'s result computed block by block: (B, N, T, D) q, k, v -> context (B, T, N, D).
 
+    q may hold fewer rows than k and v, (B, N, Q, D) against (B, N, T, D): the context is then (B, Q, N, D).
+
     The context comes in (B, T, N, D) layout (reshape to (B, T, H) is free). Returns (context,
     probabilities, cache). keep_probs=False (inference) keeps no (B, N, T, T) array of
     probabilities: they and the cache are then None. The blocks run on `threads` threads
     (default: minibort._threads.num_threads(), see MINIBORT_NUM_THREADS there).
     """
-    B, N, T, D = q.shape
+    B, N, Q, D = q.shape                                            # Q queries (Q = T unless rows were picked)
+    T = k.shape[2]                                                  # T keys and values
     dtype = q.dtype
     try:
         mask_bias = np.broadcast_to(mask_bias, (B, 1, 1, T))        # (B, 1, 1, T)
@@ -427,17 +436,17 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask_bias: np.ndarray
                          "builds it (use attention_reference for other shapes)") from None
     padded = (mask_bias != 0.0).any(axis=(1, 2, 3))                 # (B,): sequences with padding
     scale = 1.0 / math.sqrt(D)
-    qs = q * scale                                                  # (B, N, T, D) scaled once, here
-    ctx = np.empty((B, T, N, D), dtype=dtype)
-    ctx_h = ctx.transpose(0, 2, 1, 3)                               # (B, N, T, D) view for writing
-    probs = np.empty((B, N, T, T), dtype=dtype) if keep_probs else None
-    blocks = list(attention_blocks(B, N, T, dtype.itemsize, block_bytes))
-    if threads is None and B * N * T * T * dtype.itemsize < ATTENTION_THREADS_MIN_BYTES:
+    qs = q * scale                                                  # (B, N, Q, D) scaled once, here
+    ctx = np.empty((B, Q, N, D), dtype=dtype)
+    ctx_h = ctx.transpose(0, 2, 1, 3)                               # (B, N, Q, D) view for writing
+    probs = np.empty((B, N, Q, T), dtype=dtype) if keep_probs else None
+    blocks = list(attention_blocks(B, N, Q, dtype.itemsize, block_bytes, Tk=T))
+    if threads is None and B * N * Q * T * dtype.itemsize < ATTENTION_THREADS_MIN_BYTES:
         threads = 1                                                 # too little work to share out
     keep = None
     if p_drop > 0.0 and rng is not None:
         # The dropout mask first, block by block in memory order: the reference's very draws.
-        keep = np.empty((B, N, T, T), dtype=bool)
+        keep = np.empty((B, N, Q, T), dtype=bool)
         for b, hs, rows in blocks:
             keep[b, hs, rows] = rng.random(keep[b, hs, rows].shape, dtype=dtype) >= p_drop
 
@@ -459,7 +468,7 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask_bias: np.ndarray
 
 
 def attention_backward(dctx: np.ndarray, cache):
-    """(B, T, N, D) gradient of `attention`'s context -> dq, dk, dv, each (B, T, N, D).
+    """(B, Q, N, D) gradient of `attention`'s context -> dq (B, Q, N, D), dk, dv (B, T, N, D).
 
     Block by block as the forward, with the reference's formulas: for a block of probabilities P,
     dv += P_d^T dC, dP = dropout_backward(dC v^T), dS = softmax_backward(dP, P), dq = scale dS k,
@@ -467,11 +476,13 @@ def attention_backward(dctx: np.ndarray, cache):
     together on one thread, in order.
     """
     qs, k, v, probs, keep, p_drop, scale, block_bytes, threads = cache
-    B, N, T, D = qs.shape
+    B, N, Q, D = qs.shape
+    T = k.shape[2]
     dtype = qs.dtype
-    dctx_h = dctx.transpose(0, 2, 1, 3)                             # (B, N, T, D) view
-    dq, dk, dv = (np.empty((B, T, N, D), dtype=dtype) for _ in range(3))
-    dq_h, dk_h, dv_h = (t.transpose(0, 2, 1, 3) for t in (dq, dk, dv))  # (B, N, T, D) views
+    dctx_h = dctx.transpose(0, 2, 1, 3)                             # (B, N, Q, D) view
+    dq = np.empty((B, Q, N, D), dtype=dtype)
+    dk, dv = (np.empty((B, T, N, D), dtype=dtype) for _ in range(2))
+    dq_h, dk_h, dv_h = (t.transpose(0, 2, 1, 3) for t in (dq, dk, dv))  # (B, N, ., D) views
 
     def bands(blks) -> None:                                        # every band of one group of heads
         for b, hs, rows in blks:
@@ -497,15 +508,28 @@ def attention_backward(dctx: np.ndarray, cache):
                 np.matmul(dS.transpose(0, 2, 1), qs[b, hs, rows], out=dk_h[b, hs])  # (g, T, r) @ (g, r, D)
             else:
                 dk_h[b, hs] += dS.transpose(0, 2, 1) @ qs[b, hs, rows]
-    groups = [list(g) for _, g in itertools.groupby(attention_blocks(B, N, T, dtype.itemsize, block_bytes),
+    groups = [list(g) for _, g in itertools.groupby(attention_blocks(B, N, Q, dtype.itemsize, block_bytes, Tk=T),
                                                     key=lambda blk: (blk[0], blk[1].start))]
     run_blocks(bands, groups, threads)
     return dq, dk, dv
 
 
+def gather_rows(x: np.ndarray, rows: np.ndarray):
+    """(B, T, H), (B, Q) positions -> (B, Q, H): row rows[b, j] of sequence b at [b, j]."""
+    return x[np.arange(x.shape[0])[:, None], rows], (rows, x.shape)
+
+
+def gather_rows_backward(dy: np.ndarray, cache, out: np.ndarray | None = None) -> np.ndarray:
+    """(B, Q, H) -> (B, T, H), added into `out` if given; np.add.at, as a row may be picked twice."""
+    rows, shape = cache
+    dx = np.zeros(shape, dtype=dy.dtype) if out is None else out
+    np.add.at(dx, (np.arange(shape[0])[:, None], rows), dy)
+    return dx
+
+
 def self_attention(x: np.ndarray, Wq, bq, Wk, bk, Wv, bv, mask_bias: np.ndarray, num_heads: int,
                    p_drop: float = 0.0, rng: np.random.Generator | None = None, reference: bool = False,
-                   keep_probs: bool = True):
+                   keep_probs: bool = True, rows: np.ndarray | None = None):
     """Multi-head self-attention before the output projection: (B, T, H) -> context (B, T, H).
 
     q, k, v = x Wq^T + bq, ...; split into N contiguous heads of D; softmax(q k^T / sqrt D + mask) v.
@@ -513,45 +537,55 @@ def self_attention(x: np.ndarray, Wq, bq, Wk, bk, Wv, bv, mask_bias: np.ndarray,
     `attention_reference` (the textbook form), otherwise with the blocked `attention`; the two agree
     to rounding. keep_probs=False (inference, blocked form only) returns None for both probabilities
     and cache.
+
+    rows, (B, Q) positions, asks for their context only, (B, Q, H): only they make queries, every
+    position still gives its key and value (`encoder_forward`'s `last_rows` says when that is enough).
     """
     B, T, H = x.shape
     N = num_heads
     D = H // N
+    x_q, c_rows = (x, None) if rows is None else gather_rows(x, rows)  # (B, Q, H) the queries' rows
+    Q = x_q.shape[1]
     # Three GEMMs rather than one on the stacked (3H, H) weight: the same arithmetic, but stacking
     # copies 12 MB per call at Bort's size, and OpenBLAS ran the (3H, H) shape slower (bench.forward).
-    q, c_q = linear(x, Wq, bq)                                      # (B, T, H)
+    q, c_q = linear(x_q, Wq, bq)                                    # (B, Q, H)
     k, c_k = linear(x, Wk, bk)                                      # (B, T, H)
     v, c_v = linear(x, Wv, bv)                                      # (B, T, H)
-    q, k, v = (t.reshape(B, T, N, D).transpose(0, 2, 1, 3) for t in (q, k, v))  # (B, N, T, D) views
+    q = q.reshape(B, Q, N, D).transpose(0, 2, 1, 3)                 # (B, N, Q, D) view
+    k, v = (t.reshape(B, T, N, D).transpose(0, 2, 1, 3) for t in (k, v))  # (B, N, T, D) views
     if reference:
-        ctx, probs, c_att = attention_reference(q, k, v, mask_bias, p_drop, rng)  # (B, N, T, D)
-        ctx = ctx.transpose(0, 2, 1, 3).reshape(B, T, H)            # (B, T, H), heads side by side
+        ctx, probs, c_att = attention_reference(q, k, v, mask_bias, p_drop, rng)  # (B, N, Q, D)
+        ctx = ctx.transpose(0, 2, 1, 3).reshape(B, Q, H)            # (B, Q, H), heads side by side
     else:
-        ctx, probs, c_att = attention(q, k, v, mask_bias, p_drop, rng, keep_probs)  # (B, T, N, D)
-        ctx = ctx.reshape(B, T, H)                                  # (B, T, H): a free reshape
+        ctx, probs, c_att = attention(q, k, v, mask_bias, p_drop, rng, keep_probs)  # (B, Q, N, D)
+        ctx = ctx.reshape(B, Q, H)                                  # (B, Q, H): a free reshape
         if c_att is None:
             return ctx, None, None
-    return ctx, probs, (reference, c_q, c_k, c_v, c_att)
+    return ctx, probs, (reference, c_q, c_k, c_v, c_att, c_rows)
 
 
 def self_attention_backward(dctx: np.ndarray, cache):
     """-> dx, dWq, dbq, dWk, dbk, dWv, dbv. The forward read upwards."""
-    reference, c_q, c_k, c_v, c_att = cache
-    B, T, H = dctx.shape
+    reference, c_q, c_k, c_v, c_att, c_rows = cache
+    B, Q, H = dctx.shape
     N = c_att[0].shape[1]
     D = H // N
     if reference:
         dq, dk, dv = attention_reference_backward(
-            dctx.reshape(B, T, N, D).transpose(0, 2, 1, 3), c_att)  # (B, N, T, D) each
-        dq, dk, dv = (t.transpose(0, 2, 1, 3).reshape(B, T, H) for t in (dq, dk, dv))  # (B, T, H) copies
+            dctx.reshape(B, Q, N, D).transpose(0, 2, 1, 3), c_att)  # (B, N, Q, D), (B, N, T, D) x 2
+        dq, dk, dv = (t.transpose(0, 2, 1, 3).reshape(B, -1, H) for t in (dq, dk, dv))  # (B, ., H) copies
     else:
-        dq, dk, dv = attention_backward(dctx.reshape(B, T, N, D), c_att)  # (B, T, N, D) each
-        dq, dk, dv = (t.reshape(B, T, H) for t in (dq, dk, dv))     # (B, T, H): free reshapes
-    dx, dWq, dbq = linear_backward(dq, c_q)
-    dx_k, dWk, dbk = linear_backward(dk, c_k)
-    dx_v, dWv, dbv = linear_backward(dv, c_v)
-    dx += dx_k                                                      # x fed all three projections
+        dq, dk, dv = attention_backward(dctx.reshape(B, Q, N, D), c_att)  # (B, Q, N, D), (B, T, N, D) x 2
+        dq, dk, dv = (t.reshape(B, -1, H) for t in (dq, dk, dv))    # (B, Q, H), (B, T, H) x 2: free reshapes
+    dx_q, dWq, dbq = linear_backward(dq, c_q)                       # (B, Q, H)
+    dx, dWk, dbk = linear_backward(dk, c_k)                         # (B, T, H)
+    dx_v, dWv, dbv = linear_backward(dv, c_v)                       # (B, T, H)
+    if c_rows is None:                                              # x fed all three projections
+        dx_q += dx
+        dx_q += dx_v
+        return dx_q, dWq, dbq, dWk, dbk, dWv, dbv
     dx += dx_v
+    gather_rows_backward(dx_q, c_rows, out=dx)                      # the queries' rows, added in place
     return dx, dWq, dbq, dWk, dbk, dWv, dbv
 
 

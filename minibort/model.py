@@ -103,18 +103,19 @@ def init_params(shapes: dict, config: BortConfig, dtype, rng: np.random.Generato
 
 
 def encoder_layer(P: dict, pre: str, cfg: BortConfig, x: np.ndarray, mask_bias: np.ndarray, rng,
-                  keep_probs: bool = True):
-    """One post-LN block: (B, T, H) -> (B, T, H), with the cache its backward reads."""
+                  keep_probs: bool = True, rows: np.ndarray | None = None):
+    """One post-LN block: (B, T, H) -> (B, T, H), with the cache its backward reads. With rows,
+    (B, Q) positions, only their outputs, (B, Q, H): from the queries on, Q rows instead of T."""
     ctx, probs, c_att = L.self_attention(
         x, P[pre + "attention.self.query.weight"], P[pre + "attention.self.query.bias"],
         P[pre + "attention.self.key.weight"], P[pre + "attention.self.key.bias"],
         P[pre + "attention.self.value.weight"], P[pre + "attention.self.value.bias"],
         mask_bias, cfg.num_attention_heads, cfg.attention_probs_dropout_prob, rng,
-        keep_probs=keep_probs)               # (B, T, H); without keep_probs no (B, N, T, T) array is kept
+        keep_probs=keep_probs, rows=rows)    # (B, T, H); without keep_probs no (B, N, T, T) array is kept
     a, c_ao = L.linear(ctx, P[pre + "attention.output.dense.weight"],
                        P[pre + "attention.output.dense.bias"])                     # (B, T, H)
     a, c_ad = L.dropout(a, cfg.hidden_dropout_prob, rng)                           # (B, T, H)
-    a += x                                     # (B, T, H) the residual, added in place: a is our own
+    a += x if rows is None else L.gather_rows(x, rows)[0]  # (B, T, H) the residual, in place: a is our own
     h1, c_ln1 = L.layer_norm(a, P[pre + "attention.output.LayerNorm.weight"],
                              P[pre + "attention.output.LayerNorm.bias"], cfg.layer_norm_eps)  # (B, T, H)
     f, c_f1 = L.linear(h1, P[pre + "intermediate.dense.weight"],
@@ -125,7 +126,7 @@ def encoder_layer(P: dict, pre: str, cfg: BortConfig, x: np.ndarray, mask_bias: 
     o += h1                                    # (B, T, H) the residual, in place
     h2, c_ln2 = L.layer_norm(o, P[pre + "output.LayerNorm.weight"],
                              P[pre + "output.LayerNorm.bias"], cfg.layer_norm_eps)  # (B, T, H)
-    cache = (c_att, c_ao, c_ad, c_ln1, c_f1, c_g, c_f2, c_od, c_ln2)
+    cache = (c_att, c_ao, c_ad, c_ln1, c_f1, c_g, c_f2, c_od, c_ln2, rows)
     inter = {"attention_probs": probs, "attention_output": h1, "ffn_activation": g}
     return h2, cache, inter
 
@@ -142,7 +143,7 @@ def encoder_layer_backward(dh2: np.ndarray, cache, pre: str, grads: dict) -> np.
     Each line undoes the forward line named in its comment, bottom of `encoder_layer` first.
     Parameter gradients are written into `grads`.
     """
-    c_att, c_ao, c_ad, c_ln1, c_f1, c_g, c_f2, c_od, c_ln2 = cache
+    c_att, c_ao, c_ad, c_ln1, c_f1, c_g, c_f2, c_od, c_ln2, rows = cache
     ds2, dw, db = L.layer_norm_backward(dh2, c_ln2)            # (B, T, H)  h2 = LayerNorm(o + h1)
     _put(grads, pre + "output.LayerNorm", dw, db)              # (H,), (H,)
     do = L.dropout_backward(ds2, c_od)                         # (B, T, H)  o = dropout(o)
@@ -161,16 +162,24 @@ def encoder_layer_backward(dh2: np.ndarray, cache, pre: str, grads: dict) -> np.
     _put(grads, pre + "attention.self.query", dWq, dbq)        # (H, H), (H,)
     _put(grads, pre + "attention.self.key", dWk, dbk)          # (H, H), (H,)
     _put(grads, pre + "attention.self.value", dWv, dbv)        # (H, H), (H,)
-    dx += ds1                                                  # (B, T, H)  the residual: a + x
+    if rows is None:
+        dx += ds1                                              # (B, T, H)  the residual: a + x
+    else:                                                      # (B, T, H)  ... a + x[rows]
+        L.gather_rows_backward(ds1, (rows, dx.shape), out=dx)
     return dx
 
 
 def encoder_forward(P: dict, pre: str, cfg: BortConfig, ids: np.ndarray, mask: np.ndarray, rng=None,
-                    want_intermediates: bool = False, keep_cache: bool = True):
+                    want_intermediates: bool = False, keep_cache: bool = True,
+                    last_rows: np.ndarray | None = None):
     """Embeddings and all blocks: (B, T) ids -> (B, T, H) last hidden state, cache, intermediates.
 
     With keep_cache=False (inference) each block's cache is dropped as soon as the block is done,
     so only one block's activations are alive at a time; the returned cache is then None.
+
+    last_rows, (B, Q) positions: the last block computes only those, and the last hidden state is
+    (B, Q, H). Heads that read a few positions (the classifier <s>, the masked LM the masked ones) get
+    the same numbers for less: in the last block only keys and values need every position.
     """
     T = ids.shape[1]
     e = pre + "embeddings."
@@ -183,8 +192,10 @@ def encoder_forward(P: dict, pre: str, cfg: BortConfig, ids: np.ndarray, mask: n
     inter = {"embedding_output": x} if want_intermediates else None
     caches = []
     for i in range(cfg.num_hidden_layers):
+        last = i == cfg.num_hidden_layers - 1
         x, c, layer_inter = encoder_layer(P, f"{pre}encoder.layer.{i}.", cfg, x, mask_bias, rng,
-                                          keep_probs=keep_cache or want_intermediates)
+                                          keep_probs=keep_cache or want_intermediates,
+                                          rows=last_rows if last else None)
         if keep_cache:
             caches.append(c)
         del c
@@ -193,6 +204,16 @@ def encoder_forward(P: dict, pre: str, cfg: BortConfig, ids: np.ndarray, mask: n
                 inter[f"layer.{i}.{k}"] = v
             inter[f"layer.{i}.output"] = x
     return x, ((c_word, c_ln, c_drop, caches, T) if keep_cache else None), inter
+
+
+def labelled_rows(sel: np.ndarray):
+    """(B, T) bool -> (B, Q) positions of each sequence's True entries (for `last_rows`) and the (B, Q)
+    bool of the real ones. Shorter lists are padded with position 0, whose gradient is then zero."""
+    counts = sel.sum(axis=1)                                        # (B,)
+    picked = np.arange(counts.max())[None, :] < counts[:, None]     # (B, Q)
+    rows = np.zeros(picked.shape, dtype=np.intp)
+    rows[picked] = np.nonzero(sel)[1]                               # row-major: h[picked] is h[sel]
+    return rows, picked
 
 
 def encoder_backward(dh: np.ndarray, cache, pre: str, cfg: BortConfig,
@@ -365,12 +386,13 @@ class _Bort:
                 f"({self.num_parameters * self.dtype.itemsize / 1e6:.1f} MB)\n)")
 
     # -------------------------------------------------------------- encoder
-    def _encode(self, input_ids, attention_mask, want_intermediates=False, keep_cache=False, logit_rows=0):
+    def _encode(self, input_ids, attention_mask, want_intermediates=False, keep_cache=False, logit_rows=0,
+                last_rows=None):
         ids, mask, was_1d = check_inputs(input_ids, attention_mask, self.config)
         check_memory(self.config, ids.shape, self.dtype, logit_rows, keep_cache)
         h, cache, inter = encoder_forward(self.params, self.prefix, self.config, ids, mask,
                                           self._rng if self.training else None, want_intermediates,
-                                          keep_cache)
+                                          keep_cache, last_rows)
         return ids, mask, was_1d, h, cache, inter
 
     def intermediates(self, input_ids, attention_mask=None) -> dict[str, np.ndarray]:
@@ -442,7 +464,6 @@ class BortModel(_Bort):
         return out
 
 
-
 class BortForMaskedLM(_Bort):
     """Encoder + MLM head with the decoder tied to the word embeddings (transformers' BertForMaskedLM)."""
 
@@ -502,11 +523,9 @@ class BortForMaskedLM(_Bort):
         adds `distill_weight * T^2 KL(teacher || student)` (Bort's pretraining: 0.1 MLM + 0.5 KD, T=2).
         Returns (loss, grads) with grads keyed exactly like `params`.
         """
+        ids, mask, _ = check_inputs(input_ids, attention_mask, self.config)
         labels = np.asarray(labels)
-        ids, _mask, _, h, cache, _ = self._encode(input_ids, attention_mask, keep_cache=True,
-                                                  logit_rows=int(np.count_nonzero(labels != -100)))
-        if labels.ndim == 1 and ids.shape[0] == 1:
-            labels = labels[None]
+        labels = labels[None] if labels.ndim == 1 and ids.shape[0] == 1 else labels
         if labels.shape != ids.shape:
             raise InputError(f"labels has shape {labels.shape}, input_ids {ids.shape}; they must match")
         sel = labels != -100                                                        # (B, T)
@@ -515,7 +534,9 @@ class BortForMaskedLM(_Bort):
         y = labels[sel]                                                             # (M,)
         if y.min() < 0 or y.max() >= self.config.vocab_size:
             raise InputError(f"labels must be -100 or in [0, {self.config.vocab_size})")
-        h_sel = h[sel]                                                              # (M, H)
+        rows, picked = labelled_rows(sel)                                           # (B, Q), (B, Q)
+        _, _, _, h, cache, _ = self._encode(ids, mask, keep_cache=True, logit_rows=y.size, last_rows=rows)
+        h_sel = h[picked]                                                           # (M, H), as h[sel] would be
         logits, c_head = mlm_head(self.params, self.config, h_sel, self.word_embeddings)  # (M, V)
         loss, c_ce = L.cross_entropy(logits, y)                                     # scalar
         loss = loss * mlm_weight
@@ -525,8 +546,8 @@ class BortForMaskedLM(_Bort):
             loss = loss + distill_weight * kd
             dlogits += L.distillation_kl_backward(distill_weight, c_kd)             # (M, V)  loss += KD
         dh_sel, grads, d_word_dec = mlm_head_backward(dlogits, c_head)              # (M, H)  logits = head(h_sel)
-        dh = np.zeros_like(h)                                                       # (B, T, H)
-        dh[sel] = dh_sel                                                            # (B, T, H)  h_sel = h[sel]
+        dh = np.zeros_like(h)                                                       # (B, Q, H)
+        dh[picked] = dh_sel                                                         # (B, Q, H)  h_sel = h[picked]
         # The tied table gets both gradients: the decoder's, and the lookup's added into it. (The pad
         # row keeps the decoder's part: only the lookup gives it none, as in PyTorch.)
         grads.update(encoder_backward(dh, cache, self.prefix, self.config, word_grad=d_word_dec))
@@ -599,14 +620,16 @@ class BortForSequenceClassification(_Bort):
 
     def __call__(self, input_ids, attention_mask=None):
         """(B, T) ids -> (B, C) logits ((C,) for 1-D ids)."""
-        _ids, _mask, was_1d, h, _, _ = self._encode(input_ids, attention_mask)
+        ids, mask, was_1d = check_inputs(input_ids, attention_mask, self.config)
+        _, _, _, h, _, _ = self._encode(ids, mask, last_rows=np.zeros((len(ids), 1), np.intp))  # h: (B, 1, H)
         logits, _ = self._head(h)
         return logits[0] if was_1d else logits
 
     def loss_and_grads(self, input_ids, labels, attention_mask=None):
         """Cross-entropy over classes (or MSE when num_labels == 1) and gradients keyed like `params`."""
-        ids, _mask, _, h, cache, _ = self._encode(input_ids, attention_mask, keep_cache=True)
-        logits, c_head = self._head(h)
+        ids, mask, _ = check_inputs(input_ids, attention_mask, self.config)
+        _, _, _, h, cache, _ = self._encode(ids, mask, keep_cache=True, last_rows=np.zeros((len(ids), 1), np.intp))
+        logits, c_head = self._head(h)                                             # h: (B, 1, H), <s> only
         labels = np.asarray(labels).reshape(-1)
         if labels.shape[0] != ids.shape[0]:
             raise InputError(f"{labels.shape[0]} labels for a batch of {ids.shape[0]}")
@@ -622,6 +645,6 @@ class BortForSequenceClassification(_Bort):
         grads = {}
         dh0 = self._head_backward(dlogits, c_head, grads)                          # (B, H)
         dh = np.zeros_like(h)
-        dh[:, 0] = dh0                                                             # (B, T, H)
+        dh[:, 0] = dh0                                                             # (B, 1, H)
         grads.update(encoder_backward(dh, cache, self.prefix, self.config))
         return float(loss), grads
