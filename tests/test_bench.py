@@ -66,3 +66,11 @@ def test_report_refuses_a_file_that_is_not_benchmark_output(tmp_path):
 def test_bad_batch_is_an_argument_error():
     out = run("training", "--batch", "16by128", "--no-torch")
     assert out.returncode == 2 and "BxT" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_training_without_torch_shows_no_fake_zeros():
+    """--no-torch leaves PyTorch's cells empty ("-") instead of printing 0.000 s and 0.00x."""
+    out = run("training", *TINY["training"])
+    assert out.returncode == 0, out.stderr
+    table = [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("| bort-tiny")]
+    assert table and "0.000" not in table[-1] and table[-1].rstrip().endswith("| - | - | - | - |"), table
