@@ -11,7 +11,10 @@ OpenMP threads keep spinning for a while after each call and would steal a core 
 the two were interleaved. minibort uses MINIBORT_NUM_THREADS threads (default: as many as BLAS;
 see minibort/_threads.py). Without torch and transformers, or with --no-torch, it times minibort alone.
 
-Also timed: one layer's T x T attention alone (scores, softmax, context; no projections) at the
+Also timed: the encoder's matrix products alone (every linear layer's x @ W.T, no attention, no
+elementwise work) in NumPy and in torch, on the same shapes: what the forward would take if all else
+were free, and how NumPy's BLAS compares with PyTorch's on the arithmetic both must do. And
+one layer's T x T attention alone (scores, softmax, context; no projections) at the
 largest case, minibort's blocked `layers.attention` and its textbook `attention_reference` against
 torch's scaled_dot_product_attention and the same three steps written out in torch.
 """
@@ -28,7 +31,7 @@ import numpy as np
 
 from minibort import BortConfig, BortForMaskedLM, BortModel
 from minibort import layers as L
-from minibort.bench.report import Output, machine, machine_line, markdown_table, median_time
+from minibort.bench.report import Output, fmt, machine, machine_line, markdown_table, median_time
 
 MLM_FRACTION = 0.15
 # (model, B, T) per size; a BortForMaskedLM row appears twice: logits everywhere, then at 15 %.
@@ -38,6 +41,7 @@ ROWS = {
     "tiny": [("BortModel", 2, 32), ("BortForMaskedLM", 2, 32), ("BortForMaskedLM", 2, 32)],
 }
 ATTENTION_CASE = {"bort": (8, 512), "tiny": (2, 32)}            # (B, T) of the isolated attention
+GEMM_CASES = {"bort": [(8, 128), (8, 512)], "tiny": [(2, 32)]}  # (B, T) of the GEMMs-alone timing
 ATTENTION_KEYS = ["minibort attention (blocked)", "minibort attention_reference", "torch SDPA", "torch eager"]
 
 
@@ -100,6 +104,24 @@ def attention_inputs(cfg: BortConfig, size: str):
             for _ in range(3)]
 
 
+def gemm_inputs(cfg: BortConfig, B: int, T: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(x, W) float32 pairs of every linear layer's product in the encoder at B x T: per layer the
+    query, key, value and output projections (B*T, H) @ (H, H) and the FFN's two (I x H, H x I)."""
+    H, I = cfg.hidden_size, cfg.intermediate_size
+    rng = np.random.default_rng(2)
+    shapes = [(H, H)] * 4 + [(H, I), (I, H)]                         # (in, out) per product
+    return [(rng.standard_normal((B * T, i), dtype=np.float32), rng.standard_normal((o, i), dtype=np.float32))
+            for _ in range(cfg.num_hidden_layers) for i, o in shapes]
+
+
+def time_gemms(pairs, repeats: int) -> float:
+    """Median seconds of all the products x @ W.T, one after another (NumPy or torch arrays alike)."""
+    def run():
+        for x, W in pairs:
+            x @ W.T
+    return median_time(run, repeats)
+
+
 # ------------------------------------------------------------------------------------------ PyTorch
 
 
@@ -156,6 +178,8 @@ def torch_child(args) -> None:
         result["attention"] = {"torch SDPA": median_time(lambda: F.scaled_dot_product_attention(q, k, v),
                                                          args.repeats),
                                "torch eager": median_time(eager, args.repeats)}
+    result["gemms"] = [time_gemms([(torch.from_numpy(x), torch.from_numpy(W)) for x, W in gemm_inputs(cfg, B, T)],
+                                  args.repeats) for B, T in GEMM_CASES[args.size]]
     result["torch"] = torch.__version__
     print(json.dumps(result))
 
@@ -197,11 +221,16 @@ def main(argv=None) -> list[dict]:
     bias = np.zeros((q.shape[0], 1, 1, q.shape[2]), dtype=np.float32)
     attention = {ATTENTION_KEYS[0]: median_time(lambda: L.attention(q, k, v, bias, keep_probs=False), args.repeats),
                  ATTENTION_KEYS[1]: median_time(lambda: L.attention_reference(q, k, v, bias), args.repeats)}
+    gemms = [{"case": f"{B}x{T}", "gflop": sum(2 * x.shape[0] * x.shape[1] * W.shape[0] for x, W in pairs) / 1e9,
+              "minibort_ms": 1e3 * time_gemms(pairs, args.repeats)}
+             for B, T in GEMM_CASES[args.size] for pairs in [gemm_inputs(cfg, B, T)]]
     theirs = None if args.no_torch else time_pytorch(args)
     if theirs is None:
         out("torch/transformers not used: timing minibort alone")
     else:
         attention.update(theirs["attention"])
+        for g, t in zip(gemms, theirs["gemms"], strict=True):
+            g.update(torch_ms=1e3 * t, ratio=g["minibort_ms"] / (1e3 * t))
     rows = []
     for i, c in enumerate(cases):
         B, T = c["ids"].shape
@@ -216,17 +245,19 @@ def main(argv=None) -> list[dict]:
             + (f"SDPA {row['sdpa_ms']:8.1f} ms  eager {row['eager_ms']:8.1f} ms   ratio {row['ratio_sdpa']:.2f} "
                f"(SDPA) {row['ratio_eager']:.2f} (eager)   " if theirs else "")
             + f"{row['gflops']:.0f} GFLOP/s")
+    for g in gemms:
+        out(f"the encoder's GEMMs alone at {g['case']} ({g['gflop']:.1f} GFLOP): NumPy {g['minibort_ms']:.0f} ms"
+            + (f", torch {g['torch_ms']:.0f} ms, ratio {g['ratio']:.2f}" if "torch_ms" in g else ""))
     B, T = ATTENTION_CASE[args.size]
     out(f"\none layer's T x T attention alone at {B}x{T}: "
         + ", ".join(f"{k} {1e3 * t:.1f} ms" for k, t in attention.items()))
     out("\n" + machine_line(info) + "\n")
     out(markdown_table(["case", "minibort (ms)", "SDPA (ms)", "eager (ms)", "vs SDPA", "vs eager"],
-                       [[r["case"], f"{r['minibort_ms']:.0f}", f"{r.get('sdpa_ms', 0):.0f}",
-                         f"{r.get('eager_ms', 0):.0f}", f"{r.get('ratio_sdpa', 0):.2f}",
-                         f"{r.get('ratio_eager', 0):.2f}"] for r in rows]))
+                       [[r["case"], fmt(r["minibort_ms"]), fmt(r.get("sdpa_ms")), fmt(r.get("eager_ms")),
+                         fmt(r.get("ratio_sdpa"), 2), fmt(r.get("ratio_eager"), 2)] for r in rows]))
     out.emit({"benchmark": "forward", "size": args.size, "machine": info, "rows": rows,
               "attention": {k: 1e3 * t for k, t in attention.items()},
-              "attention_case": f"{B}x{T}"})
+              "attention_case": f"{B}x{T}", "gemms": gemms})
     return rows
 
 

@@ -122,6 +122,10 @@ def table(doc: dict) -> str:
              "minibort GFLOP/s"],
             [[r["case"], fmt(r["minibort_ms"]), fmt(r.get("sdpa_ms")), fmt(r.get("eager_ms")),
               fmt(r.get("ratio_sdpa"), 2), fmt(r.get("ratio_eager"), 2), fmt(r["gflops"])] for r in doc["rows"]]))
+        if doc.get("gemms"):
+            out += ["", markdown_table(["the encoder's GEMMs alone", "GFLOP", "NumPy (ms)", "torch (ms)", "ratio"],
+                                       [[g["case"], fmt(g["gflop"], 1), fmt(g["minibort_ms"]), fmt(g.get("torch_ms")),
+                                         fmt(g.get("ratio"), 2)] for g in doc["gemms"]])]
         if doc.get("attention"):
             out += ["", markdown_table(["one layer's T x T attention", "ms"],
                                        [[k, fmt(v, 1)] for k, v in doc["attention"].items()])]

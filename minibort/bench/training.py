@@ -51,7 +51,7 @@ import numpy as np
 
 from minibort import BortForMaskedLM, BortForSequenceClassification, optim
 from minibort.bench.forward import config_for, random_bort_weights
-from minibort.bench.report import Output, machine, machine_line, markdown_table, run_times
+from minibort.bench.report import Output, fmt, machine, machine_line, markdown_table, run_times
 
 MLM_FRACTION = 0.15
 CASES = {"mlm": ("bort", (8, 128), "Bort MLM step"), "tiny": ("tiny", (16, 128), "bort-tiny fine-tuning step")}
@@ -340,17 +340,11 @@ def main(argv=None) -> dict:
     info["load_average_end"] = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
     out("\n" + machine_line(info) + f"; load average at the end {info['load_average_end']}\n")
     out(markdown_table(["step", "minibort (s)", "SDPA (s)", "eager (s)", "vs SDPA", "vs eager"],
-                       [[r["case"], f"{r['minibort_s']:.3f}"] + [_fmt(r.get(k), f) for k, f in
-                        (("sdpa_s", ".3f"), ("eager_s", ".3f"), ("ratio_sdpa", ".2f"), ("ratio_eager", ".2f"))]
-                        for r in rows]))
+                       [[r["case"], fmt(r["minibort_s"], 3), fmt(r.get("sdpa_s"), 3), fmt(r.get("eager_s"), 3),
+                         fmt(r.get("ratio_sdpa"), 2), fmt(r.get("ratio_eager"), 2)] for r in rows]))
     doc = {"benchmark": "training", "machine": info, "rows": rows}
     out.emit(doc)
     return doc
-
-
-def _fmt(value, spec: str) -> str:
-    """A table cell: the number, or "-" where PyTorch was not timed (--no-torch, or not installed)."""
-    return "-" if value is None else format(value, spec)
 
 
 if __name__ == "__main__":
