@@ -74,3 +74,15 @@ def test_training_without_torch_shows_no_fake_zeros():
     assert out.returncode == 0, out.stderr
     table = [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("| bort-tiny")]
     assert table and "0.000" not in table[-1] and table[-1].rstrip().endswith("| - | - | - | - |"), table
+
+
+def test_agora_experiment_miniature_writes_its_files(tmp_path):
+    """A miniature of Agora's experiment (one seed, tiny splits, one condition) runs end to end and
+    writes results.json and table.md whole, with no temporary files left beside them."""
+    out = run("agora", "--seeds", "1", "--out", str(tmp_path), "--train-size", "8", "--dev-size", "10",
+              "--test-size", "10", "--epochs", "1", "--no-speedup", "--conditions", "no_generation")
+    assert out.returncode == 0, out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json", "table.md"]
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert len(doc["rows"]) == 1 and doc["wall_time"] > 0
+    assert "| seed 0 |" in (tmp_path / "table.md").read_text()

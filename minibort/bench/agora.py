@@ -32,6 +32,7 @@ import time
 
 import numpy as np
 
+from .._files import write_text_atomic
 from ..agora import AgoraResult, FinetuneFit, _fingerprint, accuracy, agora, bow_reference, worker_pool
 from ..data import Dataset
 from ..grids import grid, load_grid
@@ -209,24 +210,20 @@ def main(argv: list[str] | None = None) -> int:
     ref_dev = accuracy(reference.predict_ids(pool["dev"]), pool["dev"].label_ids())
     log(f"reference bow on {len(pool['pool'])} sentences: dev accuracy {ref_dev:.3f}")
     if args.phi_only:
-        with open(os.path.join(args.out, "phi.json"), "w", encoding="utf-8") as f:
-            json.dump(measure_phi(args, reference, log), f, indent=1)
+        write_text_atomic(os.path.join(args.out, "phi.json"), json.dumps(measure_phi(args, reference, log), indent=1))
         return 0
     rows = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         rows.append(run_seed(args, seed, reference, log))
         results = {"args": vars(args), "reference_dev": ref_dev, "rows": rows,
                    "wall_time": time.perf_counter() - t0}
-        with open(os.path.join(args.out, "results.json"), "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=1)
+        write_text_atomic(os.path.join(args.out, "results.json"), json.dumps(results, indent=1))
     if not args.no_speedup:
         results["speedup"] = workers_speedup(args, log)
     results["wall_time"] = time.perf_counter() - t0
-    with open(os.path.join(args.out, "results.json"), "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=1)
+    write_text_atomic(os.path.join(args.out, "results.json"), json.dumps(results, indent=1))
     text = table(rows)
-    with open(os.path.join(args.out, "table.md"), "w", encoding="utf-8") as f:
-        f.write(text + "\n")
+    write_text_atomic(os.path.join(args.out, "table.md"), text + "\n")
     print(text)
     print(f"wall time {results['wall_time']:.0f} s")
     return 0
