@@ -453,3 +453,15 @@ def test_model_max_length_files(tmp_path, small, roberta):
         Tokenizer.from_pretrained(folder)
     with pytest.raises(TokenizerError, match="model_max_length must be a positive int or None"):
         Tokenizer(small.get_vocab(), small.merges, model_max_length=0)
+
+
+def test_running_the_module_shows_its_walkthrough_without_warnings():
+    """`python -m minibort.tokenizer` explains a text, and Python warns of nothing (the package
+    imports its names lazily, so the module is not already imported when run as a script)."""
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-W", "default", "-m", "minibort.tokenizer", "Hello world"],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    assert "Warning" not in out.stderr, out.stderr
+    assert "5. with <s> ... </s>: [0, 1653, 2658, 3720, 406, 2]" in out.stdout
