@@ -17,7 +17,8 @@ _EXPORTS = {
     "Tokenizer": ".tokenizer",
     "train_bpe": ".bpe_train",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = ["BortConfig", "BortForMaskedLM", "BortForSequenceClassification", "BortModel", "CheckpointError",
+           "ConfigError", "Tokenizer", "train_bpe"]         # the keys of _EXPORTS
 __version__ = "0.1.0"
 
 
