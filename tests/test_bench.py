@@ -86,3 +86,18 @@ def test_agora_experiment_miniature_writes_its_files(tmp_path):
     doc = json.loads((tmp_path / "results.json").read_text())
     assert len(doc["rows"]) == 1 and doc["wall_time"] > 0
     assert "| seed 0 |" in (tmp_path / "table.md").read_text()
+
+
+def test_finetune_speed_json_makes_a_table(tmp_path):
+    """bench.finetune speed (minibort alone here) writes the shared JSON form, which bench.report
+    turns into a table headed by the thread counts the timed child really used."""
+    path = tmp_path / "finetune.json"
+    out = run("finetune", "--sizes", "tiny", "--steps", "1", "--no-torch", "--json", str(path))
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(path.read_text())
+    assert doc["benchmark"] == "finetune" and doc["machine"]["minibort_threads"] == 1
+    (row,) = doc["rows"]
+    assert row["case"] == "bort-tiny 16x128" and row["minibort_s"] > 0 and "ratio_sdpa" not in row
+    table = run("report", str(path))
+    assert table.returncode == 0, table.stderr
+    assert "| bort-tiny 16x128 |" in table.stdout and "minibort threads 1" in table.stdout

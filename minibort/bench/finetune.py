@@ -5,12 +5,14 @@
 
 speed (the default): one fine-tuning epoch of `--steps` steps, minibort against a plain PyTorch loop
 on the same model, weights and batches: transformers' BertForSequenceClassification with its default
-attention (SDPA), AdamW + linear schedule + clip 1.0, training mode, float32. Sizes: bort-tiny
+attention (SDPA) and again with its eager attention, AdamW + linear schedule + clip 1.0, training
+mode, float32. Sizes: bort-tiny
 (its real weights) at batch 16 x 128 and Bort size (random weights) at 8 x 128. Each side runs in
 its own child process with `--threads` BLAS / torch threads (minibort's OpenBLAS is fixed by
 OPENBLAS_NUM_THREADS when NumPy loads). Reported: seconds per step (the median, after one warm-up
-step), examples/s, the ratio minibort / PyTorch from this one run, and where minibort's step goes
-(forward + loss, backward, clip + optimizer). Run it on a quiet machine.
+step), examples/s, the ratios minibort / PyTorch from this one run, and where minibort's step goes
+(forward + backward, clip + optimizer). Run it on a quiet machine. `--json FILE` writes the figures
+in the form `python -m minibort.bench.report FILE` turns into the README's table.
 
 table: the stdlib-documentation task (`minibort.data.docs_task`), test accuracy of: the majority
 class, `minibort.bow.BowClassifier` (its l2 picked on dev from 1e-3, 1e-4, 1e-5), and bort-tiny
@@ -54,8 +56,9 @@ def _problem(size: str, steps: int):
     return cfg, model.params, ids, labels
 
 
-def child(which: str, size: str, steps: int) -> dict:
-    """One side's epoch, in this (fresh) process: per-step times, and minibort's split."""
+def child(which: str, size: str, steps: int, attn: str = "sdpa") -> dict:
+    """One side's epoch, in this (fresh) process: per-step times, and minibort's split. `attn` is
+    PyTorch's attention implementation ("sdpa", transformers' default, or "eager")."""
     cfg, params, ids, labels = _problem(size, steps)
     mask = np.ones(ids.shape[1:], dtype=np.int64)
     times, split = [], {"forward+backward": 0.0, "clip+optimizer": 0.0}
@@ -80,7 +83,8 @@ def child(which: str, size: str, steps: int) -> dict:
         import torch
         import transformers
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-        tconf = transformers.BertConfig(**{k: v for k, v in cfg.to_dict().items() if k != "classifier_head"})
+        tconf = transformers.BertConfig(**{k: v for k, v in cfg.to_dict().items() if k != "classifier_head"},
+                                        attn_implementation=attn)
         tm = transformers.BertForSequenceClassification(tconf).float()
         tm.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in params.items()}, strict=False)
         tm.train()
@@ -105,16 +109,18 @@ def child(which: str, size: str, steps: int) -> dict:
                 times.append(t2 - t0)
                 split["forward+backward"] += t1 - t0
                 split["clip+optimizer"] += t2 - t1
-    return {"times": times, "split": split, "batch": int(ids.shape[1]), "seq": int(ids.shape[2])}
+    from minibort import _threads
+    return {"times": times, "split": split, "batch": int(ids.shape[1]), "seq": int(ids.shape[2]),
+            "minibort_threads": _threads.num_threads(), "blas_threads": _threads.blas_threads()}
 
 
-def run_child(which: str, size: str, steps: int, threads: int) -> dict | None:
+def run_child(which: str, size: str, steps: int, threads: int, attn: str = "sdpa") -> dict | None:
     env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
                MKL_NUM_THREADS=str(threads))
     if which == "torch":
         env["MINIBORT_MALLOC_TUNING"] = "0"                  # PyTorch users get glibc's defaults
     cmd = [sys.executable, "-m", "minibort.bench.finetune", "--child", which, "--sizes", size,
-           "--steps", str(steps)]
+           "--steps", str(steps), "--attn", attn]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         if which == "torch" and "ModuleNotFoundError" in out.stderr:
@@ -123,29 +129,33 @@ def run_child(which: str, size: str, steps: int, threads: int) -> dict | None:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def speed(sizes: list[str], steps: int, threads: int) -> dict:
-    report = {}
+def speed(sizes: list[str], steps: int, threads: int, no_torch: bool = False) -> dict:
+    """{"benchmark": "finetune", "machine": ..., "rows": [one per size]}, the lines printed as they come."""
+    from minibort.bench.report import machine
+    info = machine(threads)
+    rows = []
     for size in sizes:
         mine = run_child("minibort", size, steps, threads)
-        theirs = run_child("torch", size, steps, threads)
-        row = {"minibort_s_per_step": statistics.median(mine["times"]),
-               "minibort_split_s": {k: v / steps for k, v in mine["split"].items()}}
+        info.update(minibort_threads=mine["minibort_threads"], blas_threads=mine["blas_threads"])  # the child's
         B = mine["batch"]
-        row["minibort_examples_per_s"] = B / row["minibort_s_per_step"]
-        line = (f"{size} ({B} x {mine['seq']}, {threads} threads, {steps} steps): minibort "
-                f"{row['minibort_s_per_step']:.3f} s/step ({row['minibort_examples_per_s']:.1f} ex/s; "
+        row = {"case": f"{'bort-tiny' if size == 'tiny' else 'Bort size'} {B}x{mine['seq']}",
+               "minibort_s": statistics.median(mine["times"]),
+               "minibort_split_s": {k: v / steps for k, v in mine["split"].items()}}
+        row["minibort_examples_per_s"] = B / row["minibort_s"]
+        line = (f"{row['case']} ({threads} threads, {steps} steps): minibort {row['minibort_s']:.3f} s/step "
+                f"({row['minibort_examples_per_s']:.1f} ex/s; "
                 + ", ".join(f"{k} {v:.3f} s" for k, v in row["minibort_split_s"].items()) + ")")
-        if theirs is not None:
-            row["torch_s_per_step"] = statistics.median(theirs["times"])
-            row["torch_examples_per_s"] = B / row["torch_s_per_step"]
-            row["ratio"] = row["minibort_s_per_step"] / row["torch_s_per_step"]
-            line += (f"; PyTorch {row['torch_s_per_step']:.3f} s/step ({row['torch_examples_per_s']:.1f} ex/s); "
-                     f"ratio {row['ratio']:.2f}x")
-        else:
-            line += "; PyTorch not installed (pip install torch==2.13.0 transformers)"
+        for attn in ([] if no_torch else ["sdpa", "eager"]):
+            theirs = run_child("torch", size, steps, threads, attn)
+            if theirs is None:
+                line += "; PyTorch not installed (pip install torch==2.13.0 transformers)"
+                break
+            t = statistics.median(theirs["times"])
+            row.update({f"{attn}_s": t, f"{attn}_examples_per_s": B / t, f"ratio_{attn}": row["minibort_s"] / t})
+            line += f"; PyTorch {attn} {t:.3f} s/step ({B / t:.1f} ex/s), ratio {row['minibort_s'] / t:.2f}x"
         print(line, flush=True)
-        report[size] = row
-    return report
+        rows.append(row)
+    return {"benchmark": "finetune", "machine": info, "rows": rows}
 
 
 # ------------------------------------------------------------------------------------ the table
@@ -202,15 +212,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="BLAS / torch threads of each side")
     ap.add_argument("--seeds", type=int, default=5, help="table: seeds per recipe")
     ap.add_argument("--epochs", type=int, default=3, help="table: epochs per fine-tuning run")
+    ap.add_argument("--no-torch", action="store_true", help="speed: time minibort alone")
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     ap.add_argument("--child", default=None, choices=["minibort", "torch"], help=argparse.SUPPRESS)
+    ap.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"], help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.steps < 1:
         ap.error("--steps must be at least 1")
     if args.child:
-        print(json.dumps(child(args.child, args.sizes[0], args.steps)))
+        print(json.dumps(child(args.child, args.sizes[0], args.steps, args.attn)))
         return 0
-    result = speed(args.sizes, args.steps, args.threads) if args.what == "speed" else table(args.seeds, args.epochs)
+    if args.what == "speed":
+        result = speed(args.sizes, args.steps, args.threads, args.no_torch)
+    else:
+        result = table(args.seeds, args.epochs)
     if args.json:
         from minibort._files import write_text_atomic
         write_text_atomic(args.json, json.dumps(result, indent=1) + "\n")

@@ -136,6 +136,13 @@ def table(doc: dict) -> str:
             [[r["case"], fmt(r["minibort_s"], 3), fmt(r.get("sdpa_s"), 3), fmt(r.get("eager_s"), 3),
               fmt(r.get("ratio_sdpa"), 2), fmt(r.get("ratio_eager"), 2), fmt(r.get("minibort_peak_mb")),
               fmt(r.get("torch_peak_mb"))] for r in doc["rows"]]))
+    elif name == "finetune":
+        out.append(markdown_table(
+            ["fine-tuning step", "minibort (s)", "PyTorch SDPA (s)", "PyTorch eager (s)", "vs SDPA", "vs eager",
+             "minibort examples/s", "minibort clip + optimizer (s)"],
+            [[r["case"], fmt(r["minibort_s"], 3), fmt(r.get("sdpa_s"), 3), fmt(r.get("eager_s"), 3),
+              fmt(r.get("ratio_sdpa"), 2), fmt(r.get("ratio_eager"), 2), fmt(r["minibort_examples_per_s"], 1),
+              fmt(r["minibort_split_s"]["clip+optimizer"], 3)] for r in doc["rows"]]))
     elif name == "loading":
         out.append(markdown_table(["", "time (ms)", "target (ms)"],
                                   [[r["case"], fmt(r["ms"], 1), fmt(r["target_ms"])] for r in doc["rows"]]))
