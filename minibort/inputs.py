@@ -1,8 +1,9 @@
 """What a model accepts: token ids and an attention mask checked before any work, and a memory
 estimate that refuses, up front and with the fix, a call that would need more memory than the
-machine has (instead of a bare MemoryError or the OOM killer minutes later).
+machine has (instead of a bare MemoryError or the OOM killer minutes later); and the positions a head
+reads, for the encoder's `last_rows`.
 
-Shapes: B batch, T tokens, H hidden, I FFN width, V vocabulary, N heads.
+Shapes: B batch, T tokens, H hidden, I FFN width, V vocabulary, N heads, Q positions a head reads.
 """
 
 from __future__ import annotations
@@ -113,3 +114,21 @@ def check_memory(config: BortConfig, shape: tuple[int, int], dtype, logit_rows: 
             f"more than the limit of {limit / 2**30:.1f} GiB; use a smaller batch or shorter sequences, "
             "or positions= to compute logits only where you need them (the limit is "
             f"{MEMORY_FRACTION:.0%} of physical memory; MINIBORT_MEMORY_LIMIT overrides it)")
+
+
+# ------------------------------------------------------------------------------------ positions a head reads
+
+
+def first_token(ids: np.ndarray) -> np.ndarray:
+    """(B, T) ids -> (B, 1) positions: each sequence's <s>, all the classifier reads (`last_rows`)."""
+    return np.zeros((ids.shape[0], 1), dtype=np.intp)
+
+
+def labelled_rows(sel: np.ndarray):
+    """(B, T) bool -> (B, Q) positions of each sequence's True entries (for `last_rows`) and the (B, Q)
+    bool of the real ones. Shorter lists are padded with position 0, whose gradient is then zero."""
+    counts = sel.sum(axis=1)                                        # (B,)
+    picked = np.arange(counts.max())[None, :] < counts[:, None]     # (B, Q)
+    rows = np.zeros(picked.shape, dtype=np.intp)
+    rows[picked] = np.nonzero(sel)[1]                               # row-major: h[picked] is h[sel]
+    return rows, picked

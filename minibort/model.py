@@ -22,7 +22,15 @@ import numpy as np
 from . import layers as L
 from ._memory import keep_freed_memory
 from .config import BortConfig
-from .inputs import InputError, check_inputs, check_memory, estimate_memory, memory_limit  # noqa: F401
+from .inputs import (  # noqa: F401
+    InputError,
+    check_inputs,
+    check_memory,
+    estimate_memory,
+    first_token,
+    labelled_rows,
+    memory_limit,
+)
 
 # ------------------------------------------------------------------------------------ parameter names
 
@@ -206,16 +214,6 @@ def encoder_forward(P: dict, pre: str, cfg: BortConfig, ids: np.ndarray, mask: n
     return x, ((c_word, c_ln, c_drop, caches, T) if keep_cache else None), inter
 
 
-def labelled_rows(sel: np.ndarray):
-    """(B, T) bool -> (B, Q) positions of each sequence's True entries (for `last_rows`) and the (B, Q)
-    bool of the real ones. Shorter lists are padded with position 0, whose gradient is then zero."""
-    counts = sel.sum(axis=1)                                        # (B,)
-    picked = np.arange(counts.max())[None, :] < counts[:, None]     # (B, Q)
-    rows = np.zeros(picked.shape, dtype=np.intp)
-    rows[picked] = np.nonzero(sel)[1]                               # row-major: h[picked] is h[sel]
-    return rows, picked
-
-
 def encoder_backward(dh: np.ndarray, cache, pre: str, cfg: BortConfig,
                      word_grad: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """(B, T, H) gradient of the last hidden state -> gradients of every encoder parameter.
@@ -386,14 +384,16 @@ class _Bort:
                 f"({self.num_parameters * self.dtype.itemsize / 1e6:.1f} MB)\n)")
 
     # -------------------------------------------------------------- encoder
-    def _encode(self, input_ids, attention_mask, want_intermediates=False, keep_cache=False, logit_rows=0,
-                last_rows=None):
+    def _encode(self, input_ids, attention_mask, want_intermediates=False, keep_cache=False, logit_rows=0):
         ids, mask, was_1d = check_inputs(input_ids, attention_mask, self.config)
-        check_memory(self.config, ids.shape, self.dtype, logit_rows, keep_cache)
-        h, cache, inter = encoder_forward(self.params, self.prefix, self.config, ids, mask,
-                                          self._rng if self.training else None, want_intermediates,
-                                          keep_cache, last_rows)
+        h, cache, inter = self._forward(ids, mask, want_intermediates, keep_cache, logit_rows)
         return ids, mask, was_1d, h, cache, inter
+
+    def _forward(self, ids, mask, want_intermediates=False, keep_cache=False, logit_rows=0, last_rows=None):
+        """The encoder on ids and mask already checked by `check_inputs` (see `encoder_forward`)."""
+        check_memory(self.config, ids.shape, self.dtype, logit_rows, keep_cache)
+        return encoder_forward(self.params, self.prefix, self.config, ids, mask,
+                               self._rng if self.training else None, want_intermediates, keep_cache, last_rows)
 
     def intermediates(self, input_ids, attention_mask=None) -> dict[str, np.ndarray]:
         """The encoder's intermediates (any of the three models), named as in tests/fixtures:
@@ -535,7 +535,7 @@ class BortForMaskedLM(_Bort):
         if y.min() < 0 or y.max() >= self.config.vocab_size:
             raise InputError(f"labels must be -100 or in [0, {self.config.vocab_size})")
         rows, picked = labelled_rows(sel)                                           # (B, Q), (B, Q)
-        _, _, _, h, cache, _ = self._encode(ids, mask, keep_cache=True, logit_rows=y.size, last_rows=rows)
+        h, cache, _ = self._forward(ids, mask, keep_cache=True, logit_rows=y.size, last_rows=rows)  # (B, Q, H)
         h_sel = h[picked]                                                           # (M, H), as h[sel] would be
         logits, c_head = mlm_head(self.params, self.config, h_sel, self.word_embeddings)  # (M, V)
         loss, c_ce = L.cross_entropy(logits, y)                                     # scalar
@@ -621,15 +621,15 @@ class BortForSequenceClassification(_Bort):
     def __call__(self, input_ids, attention_mask=None):
         """(B, T) ids -> (B, C) logits ((C,) for 1-D ids)."""
         ids, mask, was_1d = check_inputs(input_ids, attention_mask, self.config)
-        _, _, _, h, _, _ = self._encode(ids, mask, last_rows=np.zeros((len(ids), 1), np.intp))  # h: (B, 1, H)
+        h, _, _ = self._forward(ids, mask, last_rows=first_token(ids))                  # (B, 1, H)
         logits, _ = self._head(h)
         return logits[0] if was_1d else logits
 
     def loss_and_grads(self, input_ids, labels, attention_mask=None):
         """Cross-entropy over classes (or MSE when num_labels == 1) and gradients keyed like `params`."""
         ids, mask, _ = check_inputs(input_ids, attention_mask, self.config)
-        _, _, _, h, cache, _ = self._encode(ids, mask, keep_cache=True, last_rows=np.zeros((len(ids), 1), np.intp))
-        logits, c_head = self._head(h)                                             # h: (B, 1, H), <s> only
+        h, cache, _ = self._forward(ids, mask, keep_cache=True, last_rows=first_token(ids))  # (B, 1, H)
+        logits, c_head = self._head(h)
         labels = np.asarray(labels).reshape(-1)
         if labels.shape[0] != ids.shape[0]:
             raise InputError(f"{labels.shape[0]} labels for a batch of {ids.shape[0]}")

@@ -13,7 +13,8 @@ from helpers import perturb_layernorm_and_biases
 
 from minibort import BortConfig, BortForMaskedLM, BortForSequenceClassification
 from minibort import layers as L
-from minibort.model import encoder_backward, encoder_forward, labelled_rows
+from minibort.inputs import labelled_rows
+from minibort.model import encoder_backward, encoder_forward
 
 CFG = BortConfig(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
                  intermediate_size=12, max_position_embeddings=12, num_labels=3)
