@@ -13,8 +13,9 @@ What one run does, in order:
 3. every paragraph encoded once (cached in `--out`) and packed into sequences `<s> p1 </s> p2 </s> ...`
    of at most `seq_len` tokens, whole paragraphs where they fit, never across documents;
 4. training (`mlm_trainer` -> `minibort.trainer.Trainer`): each batch is BERT-masked (15 % of the
-   non-special tokens; of those 80 % -> <mask>, 10 % -> a random token, 10 % unchanged), padded only
-   to its longest sequence, and fed to `BortForMaskedLM.loss_and_grads`; AdamW with linear warm-up
+   non-special tokens; of those 80 % -> <mask>, 10 % -> a random token, 10 % unchanged; with
+   `--salient-mask-prob P`, Python's keywords and built-in names are selected with probability P;
+   `minibort/masking.py`), padded only to its longest sequence, and fed to `BortForMaskedLM.loss_and_grads`; AdamW with linear warm-up
    and decay, global-norm clipping; optionally a teacher's logits at the masked positions give Bort's
    distillation term (`--teacher DIR`: 0.1 MLM + 0.5 T^2 KL, T = 2);
 5. evaluation every `eval_every` steps on the held-out split with masks drawn ONCE from `eval_seed`:
@@ -47,6 +48,16 @@ import numpy as np
 from ._files import savez_atomic, write_bytes_atomic, write_text_atomic
 from .config import BortConfig
 from .layers import log_softmax
+from .masking import (
+    Specials,
+    heldout_eval_set,
+    mask_tokens,
+    pack,
+    salient_token_ids,
+    selection_table,
+    specials_of,
+    trim,
+)
 from .model import BortForMaskedLM
 from .optim import AdamW, Scheduler, linear_warmup_decay, no_decay_layernorm_and_bias
 from .trainer import (
@@ -106,6 +117,10 @@ class PretrainConfig:
     eps: float = option(1e-6, "AdamW epsilon")
     clip: float = option(1.0, "global gradient-norm clip (0: off)")
     mask_prob: float = option(0.15, "share of non-special tokens selected for prediction")
+    salient_mask_prob: float = option(0.0, "selection probability of Python's keywords and built-in "
+                                           "names (masking.salient_token_ids) in training batches; "
+                                           "0: they get --mask-prob like every token. The held-out "
+                                           "masks never change")
     seed: int = option(0, "seed of the initialisation, data order, masking and dropout")
     # distillation
     teacher: str = option("", "teacher BortForMaskedLM folder (same vocabulary): adds the KD term")
@@ -139,6 +154,8 @@ class PretrainConfig:
                 raise ValueError(f"--{name} must be in [{lo:g}, {hi:g}], got {getattr(self, name)}")
         if not 0.0 < self.mask_prob < 1.0:
             raise ValueError(f"--mask-prob must be in (0, 1), got {self.mask_prob}")
+        if not 0.0 <= self.salient_mask_prob < 1.0:
+            raise ValueError(f"--salient-mask-prob must be in [0, 1), got {self.salient_mask_prob}")
         if self.ship_dtype not in ("float16", "float32"):
             raise ValueError(f"--ship-dtype must be float16 or float32, got {self.ship_dtype!r}")
         if not 3 <= self.seq_len <= self.max_position_embeddings:
@@ -175,98 +192,7 @@ _PARSER = {"prog": "python -m minibort.pretrain",
            "epilog": CORPUS_LAYOUT}
 
 
-# ------------------------------------------------------------------------------------ data
-
-
-@dataclass
-class Specials:
-    """The ids masking must know: never masked, never drawn as random replacements."""
-    bos: int
-    eos: int
-    pad: int
-    mask: int
-    vocab_size: int
-    others: tuple[int, ...] = ()
-
-    @property
-    def all(self) -> np.ndarray:
-        return np.array(sorted({self.bos, self.eos, self.pad, self.mask, *self.others}), dtype=np.int64)
-
-
-def specials_of(tok) -> Specials:
-    """The Specials of a Tokenizer (every id in its `all_special_ids` is special)."""
-    return Specials(bos=tok.bos_token_id, eos=tok.eos_token_id, pad=tok.pad_token_id, mask=tok.mask_token_id,
-                    vocab_size=tok.vocab_size, others=tuple(sorted(tok.all_special_ids)))
-
-
-def pack(documents: list[list[np.ndarray]], seq_len: int, sp: Specials) -> np.ndarray:
-    """Pack paragraphs into (S, seq_len) sequences `<s> p1 </s> p2 </s> ... <pad>...`.
-
-    Whole paragraphs are packed greedily while they fit; a paragraph longer than a sequence is cut
-    into pieces; a sequence never spans two documents. Padding is `sp.pad`.
-    """
-    room = seq_len - 1                                     # <s> opens every sequence
-    rows: list[list[int]] = []
-    for doc in documents:
-        cur: list[int] = []
-        for para in doc:
-            piece = list(map(int, para)) + [sp.eos]
-            while piece:
-                if len(cur) + len(piece) > room and cur:
-                    rows.append(cur)
-                    cur = []
-                take = piece[:room]
-                cur.extend(take)
-                piece = piece[room:]
-        if cur:
-            rows.append(cur)
-    out = np.full((len(rows), seq_len), sp.pad, dtype=np.int32)   # (S, T)
-    for i, r in enumerate(rows):
-        out[i, 0] = sp.bos
-        out[i, 1:1 + len(r)] = r
-    return out
-
-
-def mask_tokens(ids: np.ndarray, attention_mask: np.ndarray, sp: Specials, rng: np.random.Generator,
-                mask_prob: float = 0.15) -> tuple[np.ndarray, np.ndarray]:
-    """BERT masking of a (B, T) batch -> (masked ids, labels with -100 where nothing is predicted).
-
-    Each real, non-special token is selected with probability `mask_prob` (at least one per batch);
-    a selected token becomes <mask> with probability 0.8, a random non-special token with 0.1, and
-    stays itself with 0.1. Every random number is drawn from `rng`, whatever the outcome, so the
-    generator advances by the same amount for the same batch shape.
-    """
-    ids = np.asarray(ids, dtype=np.int64)
-    candidates = (attention_mask.astype(bool)) & ~np.isin(ids, sp.all)               # (B, T)
-    u_select, u_kind = rng.random(ids.shape), rng.random(ids.shape)                   # (B, T) each
-    normal = np.setdiff1d(np.arange(sp.vocab_size), sp.all)                          # replacements
-    random_tokens = normal[rng.integers(0, len(normal), ids.shape)]                  # (B, T)
-    selected = candidates & (u_select < mask_prob)
-    if not selected.any() and candidates.any():
-        # A batch with nothing to predict has no loss: take the candidate with the smallest draw.
-        first = np.argmin(np.where(candidates, u_select, np.inf))
-        selected.flat[first] = True
-    labels = np.where(selected, ids, -100)                                            # (B, T)
-    out = ids.copy()
-    out[selected & (u_kind < 0.8)] = sp.mask
-    swap = selected & (u_kind >= 0.8) & (u_kind < 0.9)
-    out[swap] = random_tokens[swap]
-    return out, labels
-
-
-def trim(ids: np.ndarray, pad: int) -> tuple[np.ndarray, np.ndarray]:
-    """Cut a (B, T) batch to its longest sequence; -> (ids (B, T'), attention mask (B, T'))."""
-    mask = (ids != pad).astype(np.int64)                                              # (B, T)
-    T = int(mask.sum(axis=1).max())
-    return ids[:, :T], mask[:, :T]
-
-
-def heldout_eval_set(seqs: np.ndarray, sp: Specials, seed: int, mask_prob: float = 0.15) -> dict:
-    """The fixed held-out masks: every held-out sequence, masked once with `default_rng(seed)`."""
-    ids, att = trim(seqs, sp.pad)
-    masked, labels = mask_tokens(ids, att, sp, np.random.default_rng(seed), mask_prob)
-    return {"input_ids": masked.astype(np.int32), "attention_mask": att.astype(np.int8),
-            "labels": labels.astype(np.int32)}
+# ------------------------------------------------------------------------------------ evaluation
 
 
 def evaluate(model: BortForMaskedLM, ev: dict, batch_size: int = 64) -> dict:
@@ -464,19 +390,23 @@ class MaskedLMStep:
 
     Trims the batch to its longest row, BERT-masks it with its own generator (`mask_rng`, which the
     trainer checkpoints), asks the teacher for its logits at the masked positions, and returns the
-    student's `loss_and_grads`.
+    student's `loss_and_grads`. With `salient` ids and `cfg.salient_mask_prob`, those ids are
+    selected with that probability instead of `cfg.mask_prob`.
     """
 
     def __init__(self, model: BortForMaskedLM, train_seqs: np.ndarray, sp: Specials, cfg: PretrainConfig,
-                 teacher: BortForMaskedLM | None = None):
+                 teacher: BortForMaskedLM | None = None, salient: np.ndarray | None = None):
         self.model, self.train_seqs, self.sp, self.cfg, self.teacher = model, train_seqs, sp, cfg, teacher
         self.mask_rng = np.random.default_rng([cfg.seed, 2])
+        self.select = cfg.mask_prob                                # scalar, or a (V,) table per id
+        if cfg.salient_mask_prob and salient is not None:
+            self.select = selection_table(sp.vocab_size, cfg.mask_prob, salient, cfg.salient_mask_prob)
         self.mlm_weight = cfg.mlm_weight if cfg.mlm_weight is not None else (0.1 if teacher else 1.0)
 
     def __call__(self, indices: np.ndarray) -> tuple[float, dict, int]:
         cfg = self.cfg
         ids, att = trim(self.train_seqs[indices], self.sp.pad)                    # (B, T'), (B, T')
-        masked, labels = mask_tokens(ids, att, self.sp, self.mask_rng, cfg.mask_prob)
+        masked, labels = mask_tokens(ids, att, self.sp, self.mask_rng, self.select)
         teacher_logits = None
         if self.teacher is not None:
             teacher_logits = self.teacher(masked, att, positions=labels != -100)   # (M, V)
@@ -489,7 +419,8 @@ class MaskedLMStep:
 
 def mlm_trainer(cfg: PretrainConfig, train_seqs: np.ndarray, eval_set: dict, sp: Specials,
                 model: BortForMaskedLM | None = None, teacher: BortForMaskedLM | None = None,
-                checkpoint_path: str | None = None, digests: dict | None = None) -> Trainer:
+                checkpoint_path: str | None = None, digests: dict | None = None,
+                salient: np.ndarray | None = None) -> Trainer:
     """The pretraining run as a `Trainer`: model (random, or `model`), AdamW, linear warm-up/decay,
     shuffled batches of the packed sequences, held-out evaluation every `eval_every` steps.
 
@@ -501,8 +432,10 @@ def mlm_trainer(cfg: PretrainConfig, train_seqs: np.ndarray, eval_set: dict, sp:
     model.seed(cfg.seed + 1)                                                       # dropout
     opt = AdamW(model.params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
                 weight_decay=cfg.weight_decay, no_decay=no_decay_layernorm_and_bias)
-    step = MaskedLMStep(model, train_seqs, sp, cfg, teacher)
+    step = MaskedLMStep(model, train_seqs, sp, cfg, teacher, salient)
     settings = {**dataclasses.asdict(cfg), "data_sha256": content_digest(train_seqs, eval_set), **(digests or {})}
+    if not cfg.salient_mask_prob:
+        del settings["salient_mask_prob"]           # as before the flag existed: older checkpoints resume
     return Trainer(
         model, opt, step, shuffled_batches(len(train_seqs), cfg.batch_size, cfg.seed),
         max_steps=cfg.steps, schedule=Scheduler(opt, linear_warmup_decay(int(cfg.warmup * cfg.steps), cfg.steps)),
@@ -547,12 +480,17 @@ def _pretrain(cfg: PretrainConfig, argv: list[str] | None) -> dict:
             raise TrainingError(f"the teacher's vocabulary ({teacher.config.vocab_size}) is not the "
                                 f"student's ({sp.vocab_size}); distillation needs the same tokenizer")
         digests["teacher_sha256"] = content_digest(teacher.params)
+    salient, salient_words = salient_token_ids(tok) if cfg.salient_mask_prob else (None, [])
+    if salient is not None:
+        digests["salient_sha256"] = content_digest(salient)
+        print(f"salient-token masking: {len(salient)} ids of Python's names selected with probability "
+              f"{cfg.salient_mask_prob}", flush=True)
     init_model, init_record = initial_model(cfg, sp.vocab_size, sp.pad) if cfg.init else (None, None)
     if init_model is not None:
         digests["init_sha256"] = content_digest(init_model.params)
     ckpt = os.path.join(cfg.out, "checkpoint.npz")
     trainer = mlm_trainer(cfg, train_seqs, ev, sp, model=init_model, teacher=teacher, checkpoint_path=ckpt,
-                          digests=digests)
+                          digests=digests, salient=salient)
     if cfg.resume and os.path.exists(ckpt):
         trainer.load(ckpt)
         print(f"resumed from {ckpt} at step {trainer.state['step']}", flush=True)
@@ -586,6 +524,8 @@ def _pretrain(cfg: PretrainConfig, argv: list[str] | None) -> dict:
                     "eval_seed": cfg.eval_seed, "mask_prob": cfg.mask_prob,
                     "masks_file": "heldout_eval.npz"},
         "baselines": base,
+        **({"salient_masking": {"prob": cfg.salient_mask_prob, "ids": len(salient), "words": salient_words}}
+           if salient is not None else {}),
         "evals": s["evals"],
         "loss_curve": [round(x, 4) for x in s["losses"]],
         "lr_curve_every_10": [float(f"{x:.3g}") for x in s["lrs"][::10]],

@@ -19,7 +19,7 @@ LAYERS = [
     ["bpe", "tokenizer", "bpe_train"],
     ["model"],
     ["optim", "trainer"],
-    ["corpus", "pretrain"],
+    ["corpus", "masking", "pretrain"],
     ["data", "metrics", "bow", "batches"],
     ["finetune"],
     ["generate"],

@@ -67,6 +67,45 @@ def test_bert_masking_80_10_10_never_specials_or_padding():
     assert (again[0] == masked).all() and (again[1] == labels).all()
 
 
+def test_salient_masking_selects_its_ids_at_their_own_rate():
+    from minibort.masking import selection_table
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, 32, (64, 128))
+    att = np.ones_like(ids)
+    # A table that gives every id 0.15 is the scalar form exactly: same draws, same outcome.
+    flat = P.mask_tokens(ids, att, SP, np.random.default_rng(1), np.full(SP.vocab_size, 0.15))
+    scalar = P.mask_tokens(ids, att, SP, np.random.default_rng(1), 0.15)
+    assert all((a == b).all() for a, b in zip(flat, scalar, strict=True))
+    salient = np.array([7, 11])
+    table = selection_table(SP.vocab_size, 0.15, salient, 0.6)
+    assert table[7] == table[11] == 0.6 and table[8] == 0.15
+    masked, labels = P.mask_tokens(ids, att, SP, np.random.default_rng(1), table)
+    sel, is_sal = labels != -100, np.isin(ids, salient)
+    print(f"salient selected {sel[is_sal].mean():.3f} (0.6), others {sel[~is_sal].mean():.3f} (0.15)")
+    assert abs(sel[is_sal].mean() - 0.6) < 0.03 and abs(sel[~is_sal].mean() - 0.15) < 0.01
+    assert (labels[sel] == ids[sel]).all() and (masked[~sel] == ids[~sel]).all()
+
+
+def test_salient_ids_are_single_tokens_of_pythons_names():
+    import builtins
+    import keyword
+
+    from minibort import Tokenizer
+    from minibort.masking import salient_token_ids
+    tok = Tokenizer.from_pretrained("bort-tiny")
+    ids, words = salient_token_ids(tok)
+    assert "break" in words and "len" in words and "ValueError" in words and "__name__" not in words
+    assert set(words) == set(keyword.kwlist) | set(keyword.softkwlist) | {
+        n for n in dir(builtins) if not n.startswith("_")}
+    for w in ("break", "return", "len"):                                 # one token each, with the space
+        assert tok.encode(" " + w, add_special_tokens=False)[0] in ids
+    assert len(tok.encode(" UnicodeTranslateError", add_special_tokens=False)) > 1   # several: not listed
+    decoded = {tok.decode([int(i)]).strip() for i in ids}
+    assert decoded <= set(words) and len(ids) == len(np.unique(ids))
+    with pytest.raises(ValueError, match="--salient-mask-prob must be in"):
+        P.PretrainConfig(salient_mask_prob=1.0)
+
+
 def test_heldout_masks_are_fixed_by_their_seed():
     seqs = toy_sequences()
     a, b = P.heldout_eval_set(seqs, SP, 5), P.heldout_eval_set(seqs, SP, 5)
@@ -288,6 +327,23 @@ def test_a_folder_of_the_users_text_is_read_as_their_corpus_and_left_untouched(t
     assert record["python_version"] is None
     assert {"vocab.json", "merges.txt", "model.safetensors"} <= set(os.listdir(res["out_dir"]))
     assert not (tmp_path / "out" / ".lock").exists()
+
+
+def test_salient_masking_reaches_the_training_batches_not_the_heldout_masks(tmp_path, monkeypatch):
+    _user_corpus(tmp_path / "mine")
+    seen = []
+
+    def spy(ids, att, sp, rng, mask_prob=0.15):
+        seen.append(np.ndim(mask_prob))
+        return real(ids, att, sp, rng, mask_prob)
+    real = P.mask_tokens
+    monkeypatch.setattr(P, "mask_tokens", spy)                   # the training step's calls
+    monkeypatch.setattr("minibort.masking.mask_tokens", spy)     # heldout_eval_set's call
+    res = P.pretrain(P.PretrainConfig(**USER_RUN, corpus=str(tmp_path / "mine"), out=str(tmp_path / "out"),
+                                      salient_mask_prob=0.5), [])
+    assert seen == [0, 1, 1]                     # the held-out masks: --mask-prob; 2 steps: the table
+    rec = res["training"]["salient_masking"]
+    assert rec["prob"] == 0.5 and rec["ids"] > 0 and "and" in rec["words"]   # "and": a keyword of the text
 
 
 def test_a_folder_of_other_files_is_refused_not_overwritten(tmp_path, capsys):

@@ -172,34 +172,34 @@ def measure_memory(which: str, case: str, B: int, T: int, threads: int) -> dict:
 # ------------------------------------------------------------------------------------------ profile
 
 
-def gemm_floor(cfg, B: int, T: int, head_rows: int | None, repeats: int = 3) -> float:
+def gemm_floor(cfg, B: int, T: int, Q: int, head: list[tuple[int, int, int]], repeats: int = 3) -> float:
     """Seconds that the step's matrix products alone take here: every forward and backward GEMM of
     the step at its own shape, on random float32 arrays (the same count and shapes the step runs;
     the attention products as batched matmuls over (B, N) at the shapes the blocked form uses).
+    The last block computes only the Q rows per sequence its head reads (keys and values still come
+    from all T), and `head` lists the head's (rows, in, out) linears.
     The step cannot be faster than this on this BLAS; the rest is NumPy's elementwise work."""
-    H, I, N, V = cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads, cfg.vocab_size
-    D, R = H // N, B * T
+    H, I, N = cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads
+    D, R, Rq = H // N, B * T, B * Q
     rng = np.random.default_rng(0)
 
     def arr(*shape):
         return rng.standard_normal(shape, dtype=np.float32)
-    linears = [(R, H, H)] * 4 + [(R, H, I), (R, I, H)]                # (rows, in, out) per layer
+    full = [(R, H, H)] * 4 + [(R, H, I), (R, I, H)]                   # (rows, in, out) per layer
+    last = [(Rq, H, H), (R, H, H), (R, H, H), (Rq, H, H), (Rq, H, I), (Rq, I, H)]   # q k v o, FFN
     shapes = []                                                       # (a, b) pairs: a @ b
-    for rows, n_in, n_out in linears * cfg.num_hidden_layers + ([(head_rows, H, H), (head_rows, H, V)]
-                                                               if head_rows else []):
+    for rows, n_in, n_out in full * (cfg.num_hidden_layers - 1) + last + head:
         x, W, dy = arr(rows, n_in), arr(n_out, n_in), arr(rows, n_out)
         shapes += [(x, W.T), (dy, W), (dy.T, x)]                      # forward, dx, dW
-    q, s = arr(B, N, T, D), arr(B, N, T, T)
-    kt = arr(B, N, D, T)
-    for _ in range(cfg.num_hidden_layers):                            # forward 2, backward 4
-        shapes += [(q, kt), (s, q), (q, kt), (s.transpose(0, 1, 3, 2), q), (s, q), (s.transpose(0, 1, 3, 2), q)]
+    for q_rows in [T] * (cfg.num_hidden_layers - 1) + [Q]:            # forward 2, backward 4
+        q, s, kt, k = arr(B, N, q_rows, D), arr(B, N, q_rows, T), arr(B, N, D, T), arr(B, N, T, D)
+        st = s.transpose(0, 1, 3, 2)
+        shapes += [(q, kt), (s, k), (s, k), (q, kt), (st, q), (st, q)]  # qk^T, pv; dq, dp; dv, dk
 
     def all_products():
         for a, b in shapes:
             a @ b
     return min(run_times(all_products, repeats))
-
-
 
 
 def profile(out: Output, step, model, opt, data, top: int = 22) -> dict:
@@ -217,7 +217,14 @@ def profile(out: Output, step, model, opt, data, top: int = 22) -> dict:
     _, grads = model.loss_and_grads(ids, labels, mask)
     t_opt = min(run_times(lambda: opt.step(grads), 3))
     B, T = ids.shape
-    t_gemm = gemm_floor(model.config, B, T, int(sel.sum()) if sel is not None else None)
+    cfg = model.config
+    if sel is not None:                                               # masked LM: the labelled rows
+        Q, M = int(sel.sum(axis=1).max()), int(sel.sum())
+        head = [(M, cfg.hidden_size, cfg.hidden_size), (M, cfg.hidden_size, cfg.vocab_size)]
+    else:                                                             # classifier: <s> only
+        Q = 1
+        head = [(B, cfg.hidden_size, cfg.hidden_size), (B, cfg.hidden_size, cfg.num_labels)]
+    t_gemm = gemm_floor(cfg, B, T, Q, head)
     split = {"forward_ms": 1e3 * t_fwd, "backward_ms": 1e3 * (t_lg - t_fwd), "adamw_ms": 1e3 * t_opt,
              "gemm_floor_ms": 1e3 * t_gemm}
     out(f"minibort step split (best of 3): forward ~{split['forward_ms']:.0f} ms, backward "
