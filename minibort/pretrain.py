@@ -15,9 +15,9 @@ What one run does, in order:
 4. training (`mlm_trainer` -> `minibort.trainer.Trainer`): each batch is BERT-masked (15 % of the
    non-special tokens; of those 80 % -> <mask>, 10 % -> a random token, 10 % unchanged; with
    `--salient-mask-prob P`, Python's keywords and built-in names are selected with probability P;
-   `minibort/masking.py`), padded only to its longest sequence, and fed to `BortForMaskedLM.loss_and_grads`; AdamW with linear warm-up
-   and decay, global-norm clipping; optionally a teacher's logits at the masked positions give Bort's
-   distillation term (`--teacher DIR`: 0.1 MLM + 0.5 T^2 KL, T = 2);
+   `minibort/masking.py`), padded only to its longest sequence, and fed to
+   `BortForMaskedLM.loss_and_grads`; AdamW with linear warm-up and decay, global-norm clipping;
+   optionally a teacher's logits at the masked positions give Bort's distillation term (`--teacher DIR`: 0.1 MLM + 0.5 T^2 KL, T = 2);
 5. evaluation every `eval_every` steps on the held-out split with masks drawn ONCE from `eval_seed`:
    masked-token accuracy and perplexity exp(mean cross-entropy), beside two baselines (the most
    frequent training token; a unigram model's perplexity);
@@ -399,7 +399,10 @@ class MaskedLMStep:
         self.model, self.train_seqs, self.sp, self.cfg, self.teacher = model, train_seqs, sp, cfg, teacher
         self.mask_rng = np.random.default_rng([cfg.seed, 2])
         self.select = cfg.mask_prob                                # scalar, or a (V,) table per id
-        if cfg.salient_mask_prob and salient is not None:
+        if cfg.salient_mask_prob:
+            if salient is None:
+                raise TrainingError("--salient-mask-prob needs the salient ids: pass "
+                                    "salient=masking.salient_token_ids(tok)[0]")
             self.select = selection_table(sp.vocab_size, cfg.mask_prob, salient, cfg.salient_mask_prob)
         self.mlm_weight = cfg.mlm_weight if cfg.mlm_weight is not None else (0.1 if teacher else 1.0)
 

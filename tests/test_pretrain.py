@@ -104,6 +104,8 @@ def test_salient_ids_are_single_tokens_of_pythons_names():
     assert decoded <= set(words) and len(ids) == len(np.unique(ids))
     with pytest.raises(ValueError, match="--salient-mask-prob must be in"):
         P.PretrainConfig(salient_mask_prob=1.0)
+    with pytest.raises(TrainingError, match="needs the salient ids"):                  # never silently off
+        P.MaskedLMStep(None, toy_sequences(), SP, P.PretrainConfig(salient_mask_prob=0.5))
 
 
 def test_heldout_masks_are_fixed_by_their_seed():
