@@ -17,7 +17,8 @@ What one run does, in order:
    `--salient-mask-prob P`, Python's keywords and built-in names are selected with probability P;
    `minibort/masking.py`), padded only to its longest sequence, and fed to
    `BortForMaskedLM.loss_and_grads`; AdamW with linear warm-up and decay, global-norm clipping;
-   optionally a teacher's logits at the masked positions give Bort's distillation term (`--teacher DIR`: 0.1 MLM + 0.5 T^2 KL, T = 2);
+   optionally a teacher's logits at the masked positions give Bort's distillation term
+   (`--teacher DIR`: 0.1 MLM + 0.5 T^2 KL, T = 2);
 5. evaluation every `eval_every` steps on the held-out split with masks drawn ONCE from `eval_seed`:
    masked-token accuracy and perplexity exp(mean cross-entropy), beside two baselines (the most
    frequent training token; a unigram model's perplexity);
