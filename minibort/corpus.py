@@ -28,6 +28,7 @@ release edits its docstrings and documentation.
 
     python -m minibort.corpus --out /tmp/corpus              # with the documentation if installed
     python -m minibort.corpus --out /tmp/corpus --no-docs    # the standard library alone
+    python -m minibort.corpus --out /tmp/corpus --repeat doc:tutorial/=4   # the tutorial 4x in train.txt
 """
 
 from __future__ import annotations
@@ -513,13 +514,32 @@ def _folder_digest(folder: str) -> tuple[int, str]:
     return n, h.hexdigest()
 
 
+def repeat_documents(train: list[tuple[str, list[str]]], repeat: dict[str, int]) -> tuple[list, dict]:
+    """Weight kinds of text: each training document whose name starts with a key of `repeat` (the
+    first that matches) appears that many times, so each epoch trains on it that often, with fresh
+    masks. The held-out split is never repeated. -> (documents, {key: {"times", "documents"}})
+    """
+    out, record = [], {key: {"times": n, "documents": 0} for key, n in repeat.items()}
+    for name, paras in train:
+        key = next((k for k in repeat if name.startswith(k)), None)
+        if key is not None:
+            record[key]["documents"] += 1
+        out += [(name, paras)] * (repeat[key] if key is not None else 1)
+    for key, r in record.items():
+        if r["documents"] == 0:
+            raise ValueError(f"--repeat {key} matches no training document; names start with module:, "
+                             "topic: or doc: (doc:tutorial/, doc:reference/, doc:faq/, doc:glossary, ...)")
+    return out, record
+
+
 def build(out_dir: str, stdlib_dir: str | None = None, heldout_fraction: float = HELDOUT_FRACTION,
-          docs: str | None = AUTO) -> dict:
+          docs: str | None = AUTO, repeat: dict[str, int] | None = None) -> dict:
     """Write train.txt, heldout.txt and corpus.json into `out_dir`; return the record.
 
     `docs` is the `html/_sources` folder of Python's documentation: AUTO finds the Debian package's
     (`docs_folder()`) and, where it is not installed, says how to get it and builds the
-    standard-library corpus alone; None leaves the documentation out.
+    standard-library corpus alone; None leaves the documentation out. `repeat` weights kinds of
+    training text (`repeat_documents`).
     """
     if not 0 < heldout_fraction < 1:
         raise ValueError(f"heldout_fraction must be between 0 and 1 (exclusive), got {heldout_fraction}; "
@@ -537,6 +557,8 @@ def build(out_dir: str, stdlib_dir: str | None = None, heldout_fraction: float =
     stdlib_docs = gather(stdlib_dir)
     doc_docs = gather_docs(docs) if docs else []
     train, held, exclusions = split_documents(stdlib_docs, doc_docs, heldout_fraction)
+    if repeat:
+        train, repeated = repeat_documents(train, repeat)
     os.makedirs(out_dir, exist_ok=True)
     texts = {"train.txt": render(train), "heldout.txt": render(held)}
     digest = hashlib.sha256()
@@ -557,6 +579,8 @@ def build(out_dir: str, stdlib_dir: str | None = None, heldout_fraction: float =
         record["sources"]["python-docs"] = {
             "package": docs_package(), "sections": list(DOCS_SECTIONS), "files": n_files,
             "sources_sha256": sha, "documents": len(doc_docs), **exclusions}
+    if repeat:
+        record["repeat"] = repeated
     record["heldout_documents"] = [n for n, _ in held]
     write_text_atomic(os.path.join(out_dir, "corpus.json"), json.dumps(record, indent=2) + "\n")
     return record
@@ -581,6 +605,15 @@ def _fraction(text: str) -> float:
     return x
 
 
+def _repeat(text: str) -> tuple[str, int]:
+    """argparse type: PREFIX=N with N a whole number of at least 1."""
+    prefix, eq, n = text.rpartition("=")
+    if not eq or not prefix or not n.isdigit() or int(n) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not PREFIX=N; give a name prefix and a whole number "
+                                         "of times, such as doc:tutorial/=4")
+    return prefix, int(n)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m minibort.corpus", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="output folder for train.txt, heldout.txt, corpus.json")
@@ -593,9 +626,12 @@ def main(argv: list[str] | None = None) -> int:
                             f"{docs_package()}'s, if installed)")
     group.add_argument("--no-docs", dest="docs", action="store_const", const=None,
                        help="leave Python's documentation out: the standard library's text alone")
+    ap.add_argument("--repeat", type=_repeat, action="append", default=[], metavar="PREFIX=N",
+                    help="training documents whose name starts with PREFIX appear N times (repeatable; "
+                         "e.g. doc:tutorial/=4); the held-out split never changes")
     args = ap.parse_args(argv)
     try:
-        rec = build(args.out, args.stdlib, args.heldout_fraction, args.docs)
+        rec = build(args.out, args.stdlib, args.heldout_fraction, args.docs, dict(args.repeat))
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -604,6 +640,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{info['bytes']:,} bytes")
     for source, info in rec["sources"].items():
         print(f"source {source}: {info['documents']} documents")
+    for prefix, info in rec.get("repeat", {}).items():
+        print(f"repeated {info['times']}x: {info['documents']} documents named {prefix}*")
     print(f"Python {rec['python_version']}  sha256 {rec['sha256']}")
     return 0
 

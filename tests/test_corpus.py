@@ -314,3 +314,30 @@ def test_command_line_names_a_missing_docs_folder(tmp_path, capsys):
     assert C.main(["--out", str(tmp_path / "out"), "--docs", str(tmp_path / "nowhere")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "apt-get install" in err and "Traceback" not in err
+
+
+def test_repeat_weights_training_documents_and_never_the_held_out(tmp_path, capsys):
+    docs = _fake_docs(tmp_path / "docs")
+    stdlib = _small_stdlib(tmp_path)
+    plain = C.build(str(tmp_path / "a"), stdlib, docs=docs)
+    rec = C.build(str(tmp_path / "b"), stdlib, docs=docs, repeat={"doc:tutorial/": 3, "doc:glossary": 2})
+    assert rec["repeat"] == {"doc:tutorial/": {"times": 3, "documents": 1},
+                             "doc:glossary": {"times": 2, "documents": 1}}
+    assert "repeat" not in plain
+    train = C.read_split(str(tmp_path / "b" / "train.txt"))
+    assert [d[0] for d in train].count("Loops") == 3 and [d[0] for d in train].count("Glossary") == 2
+    assert rec["files"]["train.txt"]["documents"] == plain["files"]["train.txt"]["documents"] + 3
+    assert rec["files"]["heldout.txt"] == plain["files"]["heldout.txt"]
+    assert rec["sha256"] != plain["sha256"]
+    with pytest.raises(ValueError, match="doc:tutorail/ matches no training document"):
+        C.build(str(tmp_path / "c"), stdlib, docs=docs, repeat={"doc:tutorail/": 2})
+    assert not (tmp_path / "c").exists()
+    assert C.main(["--out", str(tmp_path / "d"), "--docs", docs, "--stdlib", stdlib,
+                   "--repeat", "doc:tutorial/=3", "--repeat", "doc:glossary=2"]) == 0
+    assert "repeated 3x: 1 documents named doc:tutorial/*" in capsys.readouterr().out
+    assert (tmp_path / "d" / "train.txt").read_bytes() == (tmp_path / "b" / "train.txt").read_bytes()
+    for bad in ("doc:tutorial/", "doc:tutorial/=0", "=3", "doc:tutorial/=x"):
+        with pytest.raises(SystemExit) as e:
+            C.main(["--out", str(tmp_path / "e"), "--repeat", bad])
+        assert e.value.code == 2
+    assert "is not PREFIX=N" in capsys.readouterr().err
