@@ -557,8 +557,7 @@ def build(out_dir: str, stdlib_dir: str | None = None, heldout_fraction: float =
     stdlib_docs = gather(stdlib_dir)
     doc_docs = gather_docs(docs) if docs else []
     train, held, exclusions = split_documents(stdlib_docs, doc_docs, heldout_fraction)
-    if repeat:
-        train, repeated = repeat_documents(train, repeat)
+    train, repeated = repeat_documents(train, repeat or {})
     os.makedirs(out_dir, exist_ok=True)
     texts = {"train.txt": render(train), "heldout.txt": render(held)}
     digest = hashlib.sha256()
@@ -579,7 +578,7 @@ def build(out_dir: str, stdlib_dir: str | None = None, heldout_fraction: float =
         record["sources"]["python-docs"] = {
             "package": docs_package(), "sections": list(DOCS_SECTIONS), "files": n_files,
             "sources_sha256": sha, "documents": len(doc_docs), **exclusions}
-    if repeat:
+    if repeated:
         record["repeat"] = repeated
     record["heldout_documents"] = [n for n, _ in held]
     write_text_atomic(os.path.join(out_dir, "corpus.json"), json.dumps(record, indent=2) + "\n")
